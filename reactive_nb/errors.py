@@ -1,0 +1,76 @@
+"""Errors a user of reactive_nb can meet.
+
+Every error carries one line that names the problem. The hierarchy::
+
+    ReactiveError
+    ├── InputError (ValueError)        bad inputs to a reactive function, every field listed
+    ├── RelationError (ValueError)     unknown table in relations, with the closest real one
+    ├── TenantNotFound (KeyError)      a tenant that is not registered
+    ├── TenantAccessDenied             a tenant this connection may not read
+    ├── CaptureError                   trigger install/uninstall failed (table + DB message)
+    └── ClosedError                    the ReactiveDB or LiveQuery was closed
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ReactiveError(Exception):
+    """Base class of every reactive_nb error."""
+
+
+class InputError(ReactiveError, ValueError):
+    """Inputs of a reactive function failed validation; ``problems`` lists each field."""
+
+    def __init__(self, function: str, problems: list[str]) -> None:
+        self.function = function
+        self.problems = problems
+        super().__init__(f"invalid inputs for {function}: " + "; ".join(problems))
+
+
+class RelationError(ReactiveError, ValueError):
+    """A relation or dependency names a table the database does not have."""
+
+    def __init__(self, name: str, known: Iterable[str], where: str = "relations") -> None:
+        self.name = name
+        self.suggestion = closest(name, known)
+        hint = f" (did you mean {self.suggestion!r}?)" if self.suggestion else ""
+        super().__init__(f"unknown table {name!r} in {where}{hint}")
+
+
+class TenantNotFound(ReactiveError, KeyError):
+    """The tenant is not registered."""
+
+    def __init__(self, tenant: str, known: Iterable[str] = ()) -> None:
+        self.tenant = tenant
+        suggestion = closest(tenant, known)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        super().__init__(f"unknown tenant {tenant!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class TenantAccessDenied(ReactiveError, PermissionError):
+    """This connection may not read the tenant."""
+
+
+class CaptureError(ReactiveError):
+    """Installing or removing change-capture triggers failed."""
+
+    def __init__(self, table: str, message: str) -> None:
+        self.table = table
+        super().__init__(f"cannot install change capture on {table!r}: {message}")
+
+
+class ClosedError(ReactiveError, RuntimeError):
+    """The object was closed and cannot be used any more."""
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to ``name`` (case-insensitive), or None."""
+    candidates = {k.lower(): k for k in known}
+    match = difflib.get_close_matches(name.lower(), list(candidates), n=1, cutoff=0.5)
+    return candidates[match[0]] if match else None
