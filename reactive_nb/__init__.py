@@ -1,0 +1,76 @@
+"""reactive_nb: a reactive data layer for Jupyter.
+
+Reactive functions run SQL and return DataFrames; results are cached and refresh
+themselves, in the background, when a table they watch is written anywhere.
+
+    import reactive_nb as rnb
+    db = rnb.connect("sqlite:///teamhub.db")
+
+    @db.reactive
+    def agents(organization_id: str):
+        return db.read_sql("SELECT * FROM agent WHERE organization_id = :o", o=organization_id)
+
+    live = agents.live(organization_id="acme")   # keeps itself current
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CaptureError,
+    ClosedError,
+    InputError,
+    ReactiveError,
+    RelationError,
+    TenantAccessDenied,
+    TenantNotFound,
+)
+from .events import Change
+
+if TYPE_CHECKING:
+    from .db import ReactiveDB, connect
+    from .functions import ReactiveFunction
+    from .live import LiveQuery
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureError",
+    "Change",
+    "ClosedError",
+    "InputError",
+    "LiveQuery",
+    "ReactiveDB",
+    "ReactiveError",
+    "ReactiveFunction",
+    "RelationError",
+    "TenantAccessDenied",
+    "TenantNotFound",
+    "__version__",
+    "connect",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+# Heavy modules (SQLAlchemy, pandas, traitlets) load on first use, so `import reactive_nb`
+# and `%load_ext reactive_nb` stay fast.
+_LAZY = {
+    "connect": "db", "ReactiveDB": "db", "ReactiveFunction": "functions", "LiveQuery": "live",
+    "load_ipython_extension": "magics", "unload_ipython_extension": "magics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reactive_nb' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

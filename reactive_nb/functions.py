@@ -1,0 +1,321 @@
+"""ReactiveFunction: a handler with validated inputs, a canonical cache key and a cache policy.
+
+Calling it returns a DataFrame: from the cache when the entry is fresh (not expired and
+every watched table's version unchanged), else by running the handler. Versions are read
+*before* the handler runs, so a write committed while it runs leaves the new entry stale:
+correctness never depends on a change event arriving.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import threading
+import time
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ._frames import to_frame
+from .errors import InputError, closest
+from .events import ALL_TABLES
+from .tenants import current_tenant
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pydantic import BaseModel
+
+    from .cache import Cache
+    from .live import LiveQuery
+    from .relations import RelationGraph
+    from .versions import Versions
+
+logger = logging.getLogger(__name__)
+
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+KeyFunction = Callable[[Mapping[str, Any]], str]
+
+
+class Owner(Protocol):
+    """What a function needs from its ReactiveDB (kept small so functions stay below db)."""
+
+    cache: Cache
+    versions: Versions
+    relations: RelationGraph
+    store_errors: tuple[type[BaseException], ...]
+
+    def recording(self) -> AbstractContextManager[set[str]]: ...
+    def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]: ...
+    def check_tenant(self, tenant: str) -> str: ...
+    def store_failed(self, exc: BaseException) -> None: ...
+    def dependencies_changed(self, fn: ReactiveFunction) -> None: ...
+    def live_query(
+        self, fn: ReactiveFunction, inputs: dict[str, Any], key: str, tenant: str,
+        priority: Priority,
+    ) -> LiveQuery: ...
+
+
+@dataclass
+class FunctionStats:
+    """Counters of one function; ``lock`` guards them (held for a few additions only)."""
+
+    hits: int = 0
+    misses: int = 0
+    runs: int = 0
+    errors: int = 0
+    last_ms: float | None = None
+    total_ms: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self.lock:
+            looked = self.hits + self.misses
+            return {
+                "hits": self.hits, "misses": self.misses, "runs": self.runs,
+                "errors": self.errors, "hit_rate": self.hits / looked if looked else 0.0,
+                "last_ms": self.last_ms,
+                "mean_ms": self.total_ms / self.runs if self.runs else None,
+            }
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One answer of a function: the frame, whether it came from the cache, and its versions."""
+
+    df: pd.DataFrame
+    hit: bool
+    versions: Mapping[str, int]
+
+
+class ReactiveFunction:
+    """A reactive function; create it with ``@db.reactive``."""
+
+    def __init__(
+        self,
+        owner: Owner,
+        handler: Callable[..., Any],
+        *,
+        name: str | None = None,
+        dependencies: Iterable[str] | None = None,
+        ttl: float | None = None,
+        cache: bool = True,
+        key: KeyFunction | None = None,
+        priority: Priority = "normal",
+    ) -> None:
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {PRIORITIES}, not {priority!r}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        self._owner = owner
+        self.handler = handler
+        self.name: str = name or handler.__name__
+        self.ttl = ttl
+        self.cache_enabled = cache
+        self.key_function = key
+        self.priority: Priority = priority
+        self.signature = inspect.signature(handler)
+        self.input_model = _input_model(handler, self.signature, self.name)
+        self.declared: frozenset[str] | None = (
+            None if dependencies is None
+            else owner.resolve_tables(dependencies, f"dependencies of {self.name}")
+        )
+        self._inferred: frozenset[str] = frozenset()
+        self._warned_no_reads = False
+        self.stats = FunctionStats()
+        self.__doc__ = handler.__doc__
+        self.__wrapped__ = handler
+
+    def __repr__(self) -> str:
+        return f"<ReactiveFunction {self.name} watching {sorted(self.watched - {ALL_TABLES})}>"
+
+    # -- inputs and keys -------------------------------------------------------------------
+
+    def validate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Bind and validate inputs; raise InputError listing every problem."""
+        from pydantic import ValidationError
+
+        names = list(self.signature.parameters)
+        if len(args) > len(names):
+            raise InputError(self.name, [f"takes {len(names)} inputs but {len(args)} were given"])
+        values = dict(zip(names, args, strict=False))
+        problems = [f"{k}: given twice" for k in kwargs if k in values]
+        values.update(kwargs)
+        try:
+            model = self.input_model.model_validate(values)
+        except ValidationError as exc:
+            raise InputError(self.name, problems + _problems(exc, names)) from None
+        if problems:
+            raise InputError(self.name, problems)
+        return {name: getattr(model, name) for name in self.signature.parameters}
+
+    def key_for(self, inputs: Mapping[str, Any]) -> str:
+        """Cache key of validated inputs: ``name:`` + canonical compact JSON, or ``key=``'s."""
+        if self.key_function is not None:
+            return str(self.key_function(inputs))
+        model = self.input_model.model_construct(**inputs)
+        payload = json.dumps(model.model_dump(mode="json"), sort_keys=True,
+                             separators=(",", ":"), ensure_ascii=False)
+        return f"{self.name}:{payload}"
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """The cache key these inputs map to (validated first)."""
+        return self.key_for(self.validate(*args, **kwargs))
+
+    # -- dependencies ----------------------------------------------------------------------
+
+    @property
+    def dependencies(self) -> frozenset[str]:
+        """Declared dependencies, or the union of tables read over every run so far."""
+        return self.declared if self.declared is not None else self._inferred
+
+    @property
+    def watched(self) -> frozenset[str]:
+        """Tables whose change makes a result stale (derived: deps widened by relations)."""
+        return self._owner.relations.watched(self.dependencies)
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        inputs = self.validate(*args, **kwargs)
+        tenant = self._owner.check_tenant(current_tenant())
+        return self.fetch(tenant, inputs).df
+
+    def execute(self, inputs: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Seed-style call with a dict of inputs."""
+        return self(**dict(inputs or {}))
+
+    def live(self, *, priority: Priority | None = None, tenant: str | None = None,
+             **inputs: Any) -> LiveQuery:
+        """A LiveQuery bound to these inputs: it refreshes itself when a watched table changes."""
+        values = self.validate(**inputs)
+        chosen = priority or self.priority
+        if chosen not in PRIORITIES:
+            raise ValueError(f"priority must be one of {PRIORITIES}, not {chosen!r}")
+        who = self._owner.check_tenant(tenant or current_tenant())
+        return self._owner.live_query(self, values, self.key_for(values), who, chosen)
+
+    def fetch(self, tenant: str, inputs: Mapping[str, Any], *, key: str | None = None,
+              force: bool = False) -> Fetched:
+        """Serve from the cache when fresh, else run the handler and cache its result."""
+        key = key or self.key_for(inputs)
+        owner = self._owner
+        if self.cache_enabled and not force:
+            hit = self._cached(tenant, key)
+            if hit is not None:
+                return hit
+        try:
+            before = owner.versions.snapshot(tenant)
+        except owner.store_errors as exc:
+            owner.store_failed(exc)
+            before = None
+        df = self.run(inputs)
+        versions = {t: before.get(t, 0) for t in self.watched} if before is not None else {}
+        if self.cache_enabled and before is not None:
+            try:
+                owner.cache.set(tenant, key, df, versions, self.ttl)
+            except owner.store_errors as exc:
+                owner.store_failed(exc)
+        return Fetched(df.copy(deep=False), False, versions)
+
+    def peek(self, tenant: str, key: str) -> tuple[pd.DataFrame, bool] | None:
+        """The cached frame (fresh or not) and whether it is fresh; None when not cached."""
+        owner = self._owner
+        if not self.cache_enabled:
+            return None
+        try:
+            entry = owner.cache.get(tenant, key)
+            if entry is None:
+                return None
+            return entry.df, owner.versions.get(tenant, entry.versions) == dict(entry.versions)
+        except owner.store_errors as exc:
+            owner.store_failed(exc)
+            return None
+
+    def _cached(self, tenant: str, key: str) -> Fetched | None:
+        owner = self._owner
+        try:
+            entry = owner.cache.get(tenant, key)
+            fresh = entry is not None and (
+                owner.versions.get(tenant, entry.versions) == dict(entry.versions))
+        except owner.store_errors as exc:
+            owner.store_failed(exc)
+            return None
+        with self.stats.lock:
+            if fresh:
+                self.stats.hits += 1
+            else:
+                self.stats.misses += 1
+        if fresh and entry is not None:
+            return Fetched(entry.df, True, entry.versions)
+        return None
+
+    def run(self, inputs: Mapping[str, Any]) -> pd.DataFrame:
+        """Run the handler (no cache), recording the tables it reads when inferring."""
+        start = time.perf_counter()
+        try:
+            with self._owner.recording() as reads:
+                result = self.handler(**inputs)
+            df = to_frame(result, self.name)
+        except BaseException:
+            with self.stats.lock:
+                self.stats.errors += 1
+            raise
+        elapsed = (time.perf_counter() - start) * 1000
+        with self.stats.lock:
+            self.stats.runs += 1
+            self.stats.last_ms = elapsed
+            self.stats.total_ms += elapsed
+        if self.declared is None:
+            self._learn(reads)
+        return df
+
+    def _learn(self, reads: set[str]) -> None:
+        if not reads and not self._inferred and not self._warned_no_reads:
+            self._warned_no_reads = True
+            logger.warning(
+                "%s read no table through this ReactiveDB, so its dependencies cannot be "
+                "inferred: pass dependencies=[...] to @db.reactive", self.name)
+        if not reads <= self._inferred:
+            self._inferred = self._inferred | frozenset(reads)
+            self._owner.dependencies_changed(self)
+
+
+def _input_model(handler: Callable[..., Any], sig: inspect.Signature,
+                 name: str) -> type[BaseModel]:
+    """A pydantic model of the handler's parameters (annotations, defaults, no extras)."""
+    from pydantic import ConfigDict, create_model
+
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:  # unresolvable forward references: validate those inputs as Any
+        hints = {}
+    fields: dict[str, Any] = {}
+    for param in sig.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{name}: *args and **kwargs are not supported, name every input")
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+    model: type[BaseModel] = create_model(
+        f"{name.replace('.', '_')}_inputs", __config__=config, **fields)
+    return model
+
+
+def _problems(exc: Any, known: list[str]) -> list[str]:
+    """One readable line per field problem of a pydantic ValidationError."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "inputs"
+        if err["type"] == "missing":
+            problems.append(f"{where}: missing")
+        elif err["type"] == "extra_forbidden":
+            hint = closest(where, known)
+            suggestion = f" (did you mean {hint!r}?)" if hint else ""
+            problems.append(f"{where}: unexpected input{suggestion}")
+        else:
+            problems.append(f"{where}: {err['msg']} (got {err['input']!r:.60})")
+    return problems

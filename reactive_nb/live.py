@@ -1,0 +1,128 @@
+"""LiveQuery: a reactive function bound to inputs and a tenant, that keeps itself current.
+
+Its traits (``df``, ``status``, ``error``, ``updated_at``, ``runs``) are set by the
+scheduler's worker threads; observe them with traitlets (``live.observe``) or bind a
+widget. It never replaces good data with an error: a failed refresh keeps ``df`` and sets
+``status="error"`` and ``error``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import traitlets
+
+if TYPE_CHECKING:
+    from .functions import Priority, ReactiveFunction
+    from .scheduler import Scheduler
+
+#: A visibility report older than this no longer counts (the tab was closed, say).
+VISIBILITY_TTL = 30.0
+
+STATUSES = ("loading", "fresh", "stale", "refreshing", "error")
+
+
+class LiveQuery(traitlets.HasTraits):
+    """A live result; create it with ``fn.live(**inputs)``."""
+
+    df = traitlets.Any(None, allow_none=True)
+    status = traitlets.Enum(STATUSES, default_value="loading")
+    error = traitlets.Unicode(None, allow_none=True)
+    updated_at = traitlets.Any(None, allow_none=True)
+    runs = traitlets.Int(0)
+
+    def __init__(self, scheduler: Scheduler, function: ReactiveFunction, inputs: dict[str, Any],
+                 key: str, tenant: str, priority: Priority) -> None:
+        super().__init__()
+        self._scheduler = scheduler
+        self.function = function
+        self.inputs = inputs
+        self.key = key
+        self.tenant = tenant
+        self.priority = priority
+        self.primary_key: tuple[str, ...] | None = None
+        self.closed = False
+        # _reports guards nothing but itself: token -> (visible, reported at monotonic time)
+        self._reports: dict[str, tuple[bool | None, float]] = {}
+        self._reports_lock = threading.Lock()
+        self._widget: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    def __repr__(self) -> str:
+        rows = "-" if self.df is None else len(self.df)
+        return f"<LiveQuery {self.key} tenant={self.tenant} status={self.status} rows={rows}>"
+
+    # -- scheduler side --------------------------------------------------------------------
+
+    def _apply(self, values: dict[str, Any]) -> None:
+        """Set traits from one refresh step (called by the scheduler, lock released)."""
+        with self.hold_trait_notifications():
+            df = values.get("df")
+            if df is not None and df is not self.df:
+                self.df = df
+            if "updated_at" in values:
+                self.updated_at = values["updated_at"]
+            if values.get("ran"):
+                self.runs += 1
+            self.error = values.get("error")
+            self.status = values["status"]
+
+    # -- user side -------------------------------------------------------------------------
+
+    def wait(self, timeout: float = 5.0) -> LiveQuery:
+        """Block until the result is fresh; raise TimeoutError (with the last error) if not."""
+        if self.closed:
+            raise RuntimeError(f"{self.key} is closed")
+        if not self._scheduler.wait_fresh(self, timeout):
+            detail = f": last error {self.error}" if self.error else ""
+            raise TimeoutError(f"{self.key} not fresh after {timeout} s "
+                               f"(status {self.status}){detail}")
+        return self
+
+    def refresh(self) -> None:
+        """Queue a refresh now, bypassing the cache."""
+        self._scheduler.refresh(self)
+
+    def close(self) -> None:
+        """Stop refreshing; the last frame stays readable."""
+        if not self.closed:
+            self.closed = True
+            self._scheduler.detach(self)
+            if self._widget is not None:
+                self._widget.close()
+                self._widget = None
+
+    # -- visibility ------------------------------------------------------------------------
+
+    def set_visible(self, token: str, visible: bool | None) -> None:
+        """A widget reports whether it is on screen (None: it no longer knows)."""
+        with self._reports_lock:
+            self._reports[token] = (visible, time.monotonic())
+        self._scheduler.visibility_changed()
+
+    @property
+    def visible(self) -> bool:
+        """False only when every recent report says hidden; never reported counts as visible."""
+        now = time.monotonic()
+        with self._reports_lock:
+            recent = [v for v, at in self._reports.values()
+                      if v is not None and now - at < VISIBILITY_TTL]
+        return not recent or any(recent)
+
+    # -- display ---------------------------------------------------------------------------
+
+    def widget(self) -> Any:
+        """The live table widget bound to this query (one per query)."""
+        if self._widget is None:
+            from .widgets import LiveTable
+
+            self._widget = LiveTable(self)
+        return self._widget
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget()._repr_mimebundle_(**kwargs)

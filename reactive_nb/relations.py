@@ -1,0 +1,111 @@
+"""The relation graph: which tables make which results stale.
+
+``{"agent": ["organization", "message.from_agent_id"]}`` means: when ``agent`` changes,
+results that read ``organization`` or ``message`` are stale too. A function's *watched*
+tables are its dependencies plus every table whose relation list names one of them; both
+invalidation and cache freshness use that one set.
+
+Table names are canonical: lower-case, bare for the database's default schema (``agent``),
+``schema.table`` elsewhere (``analytics.events``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import RelationError, closest
+from .events import ALL_TABLES
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+#: Schemas that never hold user tables.
+SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog", "pg_toast", "reactive_nb"})
+
+
+def canonical(name: str, default_schema: str | None) -> str:
+    """Lower-case ``name`` and drop the default schema's prefix."""
+    name = name.strip().strip('"').lower()
+    if default_schema and name.startswith(default_schema.lower() + "."):
+        return name[len(default_schema) + 1 :]
+    return name
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The tables (and views) of one database, with their columns, read once via the inspector."""
+
+    tables: Mapping[str, frozenset[str]]  # canonical table name -> column names
+    default_schema: str | None = None
+
+    @classmethod
+    def inspect(cls, engine: Engine) -> Catalog:
+        # An internal connection: capture ignores its (reflection) statements.
+        with engine.connect().execution_options(reactive_nb_internal=True) as conn:
+            return cls._read(conn)
+
+    @classmethod
+    def _read(cls, conn: Connection) -> Catalog:
+        from sqlalchemy import inspect
+
+        insp = inspect(conn)
+        default = insp.default_schema_name
+        tables: dict[str, frozenset[str]] = {}
+        for schema in insp.get_schema_names():
+            if schema.lower() in SYSTEM_SCHEMAS or schema.lower().startswith("pg_"):
+                continue
+            names = [*insp.get_table_names(schema=schema), *insp.get_view_names(schema=schema)]
+            for table in names:
+                if table.startswith("_reactive_nb"):
+                    continue
+                cols = frozenset(c["name"].lower() for c in insp.get_columns(table, schema=schema))
+                qualified = table if schema == default else f"{schema}.{table}"
+                tables[canonical(qualified, default)] = cols
+        return cls(tables, default)
+
+    def canonical(self, name: str) -> str:
+        return canonical(name, self.default_schema)
+
+    def resolve(self, entry: str, where: str = "relations") -> str:
+        """The table named by a table name, ``schema.table`` or ``table.column`` path."""
+        name = self.canonical(entry)
+        if name in self.tables:
+            return name
+        if "." in name:
+            table, column = name.rsplit(".", 1)
+            if table in self.tables:
+                if column in self.tables[table]:
+                    return table
+                columns = (f"{table}.{c}" for c in self.tables[table])
+                raise RelationError(f"{table}.{column}", columns, where)
+        raise RelationError(entry, self.tables, where)
+
+
+@dataclass(frozen=True)
+class RelationGraph:
+    """Read-only view of the relations: source table -> tables whose readers it makes stale."""
+
+    edges: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, relations: Mapping[str, Iterable[str]] | None,
+              catalog: Catalog) -> RelationGraph:
+        """Resolve every name against the catalog; an unknown one raises RelationError."""
+        edges: dict[str, set[str]] = {}
+        for source, targets in (relations or {}).items():
+            if isinstance(targets, str):
+                targets = [targets]
+            resolved = {catalog.resolve(t) for t in targets}
+            edges.setdefault(catalog.resolve(source), set()).update(resolved)
+        return cls({k: frozenset(v) for k, v in edges.items()})
+
+    def watched(self, dependencies: Iterable[str]) -> frozenset[str]:
+        """``deps | {T : relations[T] meets deps}`` plus the every-table counter."""
+        deps = frozenset(dependencies)
+        widened = {source for source, targets in self.edges.items() if targets & deps}
+        return deps | widened | {ALL_TABLES}
+
+
+__all__ = ["Catalog", "RelationGraph", "canonical", "closest"]

@@ -1,0 +1,33 @@
+"""A small multi-tenant schema (organizations, agents, messages, tools) for tests."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, text
+
+SCHEMA = [
+    "CREATE TABLE organization (id VARCHAR(20) PRIMARY KEY, name VARCHAR(100) NOT NULL)",
+    """CREATE TABLE agent (id INTEGER PRIMARY KEY, organization_id VARCHAR(20) NOT NULL,
+        name VARCHAR(100) NOT NULL, role VARCHAR(40), created_at INTEGER DEFAULT 0)""",
+    """CREATE TABLE message (id INTEGER PRIMARY KEY, organization_id VARCHAR(20) NOT NULL,
+        from_agent_id INTEGER, body TEXT)""",
+    "CREATE TABLE tool (id INTEGER PRIMARY KEY, organization_id VARCHAR(20), name VARCHAR(50))",
+    "CREATE TABLE audit (id INTEGER PRIMARY KEY, note TEXT)",
+]
+
+ROWS = [
+    "INSERT INTO organization VALUES ('acme', 'Acme'), ('globex', 'Globex')",
+    """INSERT INTO agent (id, organization_id, name, role) VALUES
+        (1, 'acme', 'ada', 'admin'), (2, 'acme', 'bob', 'support'),
+        (3, 'globex', 'cy', 'admin')""",
+    "INSERT INTO message VALUES (1, 'acme', 1, 'hello'), (2, 'globex', 3, 'hi')",
+    "INSERT INTO tool VALUES (1, 'acme', 'search')",
+]
+
+
+def create(url: str) -> None:
+    """Create and fill the schema with a plain engine (not captured by reactive_nb)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for stmt in SCHEMA + ROWS:
+            conn.execute(text(stmt))
+    engine.dispose()
