@@ -214,13 +214,16 @@ def _advance(
     return _Cursor(ids[-1] if ids else cursor.last_id, new_added), gap, len(ids) >= _READ_COUNT
 
 
-def _reader_client(client: redis.Redis, name: str, block_ms: int) -> redis.Redis:
-    """A client of its own for the blocking reader, to the same server as ``client``.
+def _own_client(client: redis.Redis, name: str, block_ms: int) -> redis.Redis:
+    """The bus's own client (and connection pool), to the same server as ``client``.
 
-    Same address, database and credentials; but RESP2 with bytes replies (the parsing
-    below relies on their shape), a read timeout longer than a blocking read, and no
-    retries inside redis-py: the reader handles disconnects itself (back-off, a warning
-    per outage, resuming every stream, detecting gaps).
+    Same address, database, credentials and TLS; but RESP2 with bytes replies (the parsing
+    below relies on their shape), a read timeout longer than a blocking read, a short
+    connect timeout, and no retries inside redis-py: the bus handles outages itself
+    (back-off, one warning, holding changes, resuming streams, detecting gaps), and a
+    publisher never waits on redis-py's own back-off (10 retries, ~4 s, for a client made
+    with ``redis.Redis(host=...)``). The blocking reader holds one connection of the pool;
+    publishing and follow() use others, so a blocking read never delays them.
     """
     from redis import ConnectionPool, Redis
     from redis.backoff import NoBackoff
@@ -254,9 +257,10 @@ def _reader_client(client: redis.Redis, name: str, block_ms: int) -> redis.Redis
 class RedisBus:
     """A bus shared by every process on one Redis, with a Redis Stream per tenant.
 
-    ``client`` publishes; a second client of the bus's own (named
-    :attr:`reader_client_name` on the server) serves one reader thread,
-    ``reactive_nb-bus-redis``, started by the first :meth:`follow`. ``origin`` identifies
+    ``client`` says where Redis is: the bus makes its own connection pool from it (its
+    connections are named :attr:`reader_client_name` on the server), used by publishers
+    and by one reader thread, ``reactive_nb-bus-redis``, started by the first
+    :meth:`follow` (or to send changes held during an outage). ``origin`` identifies
     this process: entries with that origin, and changes this bus published, are not
     delivered again when they come back from Redis. ``maxlen`` bounds each stream
     (approximately); ``on_gap(tenant)`` is called, on the reader thread, when changes of
@@ -284,8 +288,7 @@ class RedisBus:
         self.maxlen = maxlen
         self.block_ms = block_ms
         self.reader_client_name = f"reactive_nb-bus-{uuid.uuid4().hex[:12]}"
-        self._client = client
-        self._reader = _reader_client(client, self.reader_client_name, block_ms)
+        self._redis = _own_client(client, self.reader_client_name, block_ms)
         self._on_gap = on_gap
         #: Errors that mean "Redis is unreachable": handled by waiting, never raised.
         self._down_errors: tuple[type[Exception], ...] = (
@@ -365,9 +368,9 @@ class RedisBus:
     def _send(self, batch: list[Change]) -> None:
         try:
             if len(batch) == 1:
-                self._xadd(self._client, batch[0])
+                self._xadd(self._redis, batch[0])
             else:
-                pipe = self._client.pipeline(transaction=False)
+                pipe = self._redis.pipeline(transaction=False)
                 for change in batch:
                     self._xadd(pipe, change)
                 pipe.execute()
@@ -412,7 +415,7 @@ class RedisBus:
         if first:
             logger.warning(
                 "Redis is unreachable (%s: %s): changes reach this process only, until it is "
-                "back", where, exc or type(exc).__name__)
+                "back", where, str(exc) or type(exc).__name__)
 
     def _mark_up(self) -> bool:
         with self._lock:
@@ -450,7 +453,7 @@ class RedisBus:
 
     def _current_end(self, tenant: str) -> _Cursor:
         try:
-            info = self._reader.xinfo_stream(self._key(tenant))
+            info = self._redis.xinfo_stream(self._key(tenant))
         except self._redis_error as exc:
             if _missing(exc):
                 return _START
@@ -480,7 +483,7 @@ class RedisBus:
             thread.join(timeout=self.block_ms / 1000 + 5.0)
             if thread.is_alive():
                 logger.warning("the Redis bus reader did not stop in time")
-        self._reader.connection_pool.disconnect()
+        self._redis.connection_pool.disconnect()
         if held:
             logger.warning("closing the Redis bus with changes of %d tenant(s) not sent", held)
 
@@ -524,7 +527,7 @@ class RedisBus:
             full, self._full_check = self._full_check, False
         if not cursors:
             if self._held_due():
-                self._reader.ping()  # raises while Redis is still down: the loop backs off
+                self._redis.ping()  # raises while Redis is still down: the loop backs off
                 self._answered()
                 return True
             self._wake.wait(self.block_ms / 1000)
@@ -542,7 +545,7 @@ class RedisBus:
                     self._full_check = True
                 return False
             tenants = {self._key(t): t for t in cursors}
-            reply: Any = self._reader.xread(streams, count=1, block=self.block_ms)
+            reply: Any = self._redis.xread(streams, count=1, block=self.block_ms)
             self._answered()
             todo = [tenants[_text(key)] for key, _ in reply or ()]
         while todo and not self._stop.is_set():
@@ -561,7 +564,7 @@ class RedisBus:
             cursors = {t: self._cursors[t] for t in tenants if t in self._cursors}
         if not cursors:
             return []
-        pipe = self._reader.pipeline(transaction=True)
+        pipe = self._redis.pipeline(transaction=True)
         for tenant in cursors:
             pipe.xinfo_stream(self._key(tenant))
         streams: dict[Any, Any] = {

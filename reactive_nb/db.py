@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import ClosedError, RelationError
-from .events import ALL_TABLES, Change
+from .events import ALL_TABLES, DEFAULT_TENANT, Change
 from .functions import KeyFunction, Priority, ReactiveFunction
 from .relations import Catalog, RelationGraph
 from .tenants import TenantRegistry, as_tenant, current_tenant
@@ -244,7 +244,24 @@ class ReactiveDB:
             self._catalog_stale = True  # DDL created a table: re-read the catalog on demand
         self._changed(tenant, tables)
 
+    def affected_tenants(self, tenant: str) -> set[str]:
+        """Whose results a write "as" ``tenant`` can change.
+
+        A tenant's write reaches that tenant and the unscoped default view (which may read
+        every tenant's rows). An unscoped write (default tenant) reaches every tenant this
+        process knows: registered ones and those it has live queries for.
+        """
+        if tenant != DEFAULT_TENANT:
+            return {tenant, DEFAULT_TENANT}
+        return {DEFAULT_TENANT, *self.tenants.names(), *self.scheduler.tenants()}
+
     def _changed(self, tenant: str, tables: frozenset[str], once_id: str | None = None) -> None:
+        """Record a committed change for every affected tenant: versions, then the bus."""
+        for target in self.affected_tenants(tenant):
+            self._changed_one(target, tables,
+                              None if once_id is None else f"{once_id}:{target}")
+
+    def _changed_one(self, tenant: str, tables: frozenset[str], once_id: str | None) -> None:
         """Bump versions first, then publish: a change is never seen before its versions.
 
         With ``once_id`` (a trigger notification every listening process receives) only the
@@ -268,6 +285,31 @@ class ReactiveDB:
 
     def _on_gap(self, tenant: str) -> None:
         self.scheduler.mark_tenant_stale(tenant)
+
+    # -- external capture ------------------------------------------------------------------
+
+    def install_triggers(self, tables: Iterable[str] | None = None) -> list[str]:
+        """Install change-capture triggers (None: every table a reactive function watches).
+
+        Idempotent; with ``capture="auto"`` the listener for external writes starts at once.
+        """
+        from .capture.sources import install_triggers, start_external
+
+        self._check_open()
+        installed = install_triggers(self, None if tables is None else list(tables))
+        if self.capture_mode == "auto" and self._external is None:
+            self._external = start_external(self)
+        return installed
+
+    def uninstall_triggers(self) -> None:
+        """Remove every reactive_nb trigger, function and table from the database."""
+        from .capture.sources import uninstall_triggers
+
+        self._check_open()
+        if self._external is not None:
+            self._external.close()
+            self._external = None
+        uninstall_triggers(self)
 
     # -- live queries ----------------------------------------------------------------------
 
@@ -316,6 +358,10 @@ class ReactiveDB:
         with self._lock:
             self._catalog = catalog
             self._catalog_stale = False
+
+    def columns(self, table: str) -> frozenset[str]:
+        """Lower-cased column names of a (canonically named) table."""
+        return self._catalog.tables.get(self._catalog.canonical(table), frozenset())
 
     @property
     def tables(self) -> list[str]:

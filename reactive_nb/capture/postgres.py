@@ -456,6 +456,8 @@ class PostgresListener:
         self._closed = True
         self._stop.set()
         thread, self._thread = self._thread, None
+        if thread is threading.current_thread():
+            return  # close() called from on_change: the loop ends on its own
         if thread is not None:
             # A reconnect attempt can block up to connect_timeout.
             thread.join(timeout=10.0)

@@ -9,7 +9,10 @@ share one Redis (the bump carries a ``once_id``), then is published like a local
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import ALL_TABLES
@@ -24,6 +27,41 @@ logger = logging.getLogger(__name__)
 class Source(Protocol):
     def start(self) -> None: ...
     def close(self) -> None: ...
+
+
+class OwnCommits:
+    """Transactions this process committed and already published, by PostgreSQL txid.
+
+    The trigger's notification of such a commit would only repeat what the local capture
+    published, so it is dropped (for the tables we published; others still count). The
+    txid is read on the committing connection just before COMMIT, so it is known before
+    the notification can arrive. ``_lock`` guards the dict; it is bounded (oldest dropped).
+    """
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tables: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    def before_commit(self, dbapi_connection: Any, tables: frozenset[str]) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT txid_current_if_assigned()::text")
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        if row and row[0]:
+            with self._lock:
+                self._tables[str(row[0])] = tables
+                while len(self._tables) > self.LIMIT:
+                    self._tables.popitem(last=False)
+
+    def remaining(self, change: ExternalChange) -> frozenset[str]:
+        """The tables of ``change`` that our own publication did not cover."""
+        with self._lock:
+            published = self._tables.pop(change.txid, None)
+        return change.tables if published is None else change.tables - published
 
 
 def start_external(db: ReactiveDB, *, install: bool = False) -> Source | None:
@@ -41,7 +79,17 @@ def start_external(db: ReactiveDB, *, install: bool = False) -> Source | None:
 
 
 def _make_source(db: ReactiveDB) -> Source:
+    own: OwnCommits | None = None
+    if db.engine.dialect.name == "postgresql" and db._capture is not None:
+        own = OwnCommits()
+        db._capture.before_commit = own.before_commit
+
     def deliver(change: ExternalChange) -> None:
+        if own is not None and not change.lost:
+            tables = own.remaining(change)
+            if not tables:
+                return
+            change = dataclasses.replace(change, tables=tables)
         on_external(db, change)
 
     if db.engine.dialect.name == "postgresql":
@@ -56,9 +104,14 @@ def _make_source(db: ReactiveDB) -> Source:
     return SqlitePoller(path, deliver)
 
 
+def _internal(db: ReactiveDB) -> Any:
+    """The engine for reactive_nb's own DDL, which local capture does not report."""
+    return db.engine.execution_options(reactive_nb_internal=True)
+
+
 def installed(db: ReactiveDB) -> bool:
     module = _module(db)
-    return bool(module.installed_tables(db.engine))
+    return bool(module.installed_tables(_internal(db)))
 
 
 def install_triggers(db: ReactiveDB, tables: Any) -> list[str]:
@@ -70,15 +123,22 @@ def install_triggers(db: ReactiveDB, tables: Any) -> list[str]:
         tables = sorted(watched - {ALL_TABLES}) or db.tables
     names = sorted(db.resolve_tables(tables, "install_triggers"))
     module = _module(db)
-    if db.engine.dialect.name == "postgresql":
-        result: list[str] = module.install_triggers(db.engine, names, db.tenant_column)
-    else:
-        result = module.install_triggers(db.engine, names)
-    return result
+    if db.engine.dialect.name != "postgresql":
+        return list(module.install_triggers(_internal(db), names))
+    column = db.tenant_column
+    # Tables without the tenant column (lookup tables, say) report "every tenant".
+    tagged = [n for n in names if column and column.lower() in db.columns(n)]
+    untagged = [n for n in names if n not in tagged]
+    result: list[str] = []
+    if tagged:
+        result += module.install_triggers(_internal(db), tagged, column)
+    if untagged:
+        result += module.install_triggers(_internal(db), untagged, None)
+    return sorted(result)
 
 
 def uninstall_triggers(db: ReactiveDB) -> None:
-    _module(db).uninstall_triggers(db.engine)
+    _module(db).uninstall_triggers(_internal(db))
 
 
 def _module(db: ReactiveDB) -> Any:
@@ -96,12 +156,12 @@ def _module(db: ReactiveDB) -> Any:
 
 def on_external(db: ReactiveDB, change: ExternalChange) -> None:
     """Turn a trigger notification into version bumps and published changes."""
-    tables = frozenset({ALL_TABLES}) if change.lost else change.tables
-    if change.tenants is not None:
-        tenants = set(change.tenants)
-    else:  # unknown: every tenant this process shows, and the default one
-        from ..events import DEFAULT_TENANT
+    from ..events import DEFAULT_TENANT
 
-        tenants = {DEFAULT_TENANT, *db.scheduler.tenants()}
-    for tenant in tenants:
-        db._changed(tenant, tables, once_id=None if change.lost else f"{change.txid}:{tenant}")
+    tables = frozenset({ALL_TABLES}) if change.lost else change.tables
+    targets: set[str] = set()
+    for tenant in change.tenants if change.tenants is not None else [DEFAULT_TENANT]:
+        targets |= db.affected_tenants(tenant)
+    for target in targets:
+        once = None if change.lost else f"{change.txid}:{target}"
+        db._changed_one(target, tables, once)

@@ -39,6 +39,9 @@ _reads: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
     "reactive_nb_reads", default=None)
 
 OnCommit = Callable[[str, frozenset[str]], None]
+#: Called with the DBAPI connection and the tables about to be committed, just before the
+#: commit (an external source uses it to recognise its own notification of this commit).
+BeforeCommit = Callable[[Any, frozenset[str]], None]
 
 
 @contextlib.contextmanager
@@ -62,6 +65,7 @@ class LocalCapture:
         self._canonical = canonical
         self._dialect = sqlglot_dialect(engine.dialect.name)
         self._warned: set[str] = set()
+        self.before_commit: BeforeCommit | None = None
         dialect: Any = engine.dialect
         self._orig_commit = dialect.do_commit
         self._orig_rollback = dialect.do_rollback
@@ -131,14 +135,19 @@ class LocalCapture:
                 stack[-1].setdefault(tenant, set()).update(tables)
 
     def _do_commit(self, dbapi_connection: Any) -> None:
-        self._orig_commit(dbapi_connection)
-        stack = dbapi_connection.info.pop(_PENDING, None)
-        if not stack:
-            return
+        stack = dbapi_connection.info.get(_PENDING)
         merged: dict[str, set[str]] = {}
-        for level in stack:
+        for level in stack or ():
             for tenant, tables in level.items():
                 merged.setdefault(tenant, set()).update(tables)
+        hook = self.before_commit
+        if hook is not None and merged:
+            try:
+                hook(dbapi_connection, frozenset().union(*merged.values()))
+            except Exception:  # it only saves a duplicate refresh: never block a commit
+                logger.debug("before-commit hook failed", exc_info=True)
+        self._orig_commit(dbapi_connection)
+        dbapi_connection.info.pop(_PENDING, None)
         for tenant, tables in merged.items():
             if tables:
                 self._on_commit(tenant, frozenset(tables))

@@ -230,6 +230,8 @@ class SqlitePoller:
         self._closed = True
         self._stop.set()
         thread, self._thread = self._thread, None
+        if thread is threading.current_thread():
+            return  # close() called from on_change: the loop ends on its own
         if thread is not None:
             thread.join(timeout=5.0)
             if thread.is_alive():
