@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import create_engine, text
 
 SCHEMA = [
@@ -31,3 +33,14 @@ def create(url: str) -> None:
         for stmt in SCHEMA + ROWS:
             conn.execute(text(stmt))
     engine.dispose()
+
+
+def define_agents(db: Any) -> Any:
+    """``agents.byOrg``: the same reactive function in the test process and subprocesses."""
+
+    @db.reactive(name="agents.byOrg", dependencies=["agent"])
+    def agents(organization_id: str) -> Any:
+        return db.read_sql("SELECT id, name FROM agent WHERE organization_id = :o ORDER BY id",
+                           o=organization_id)
+
+    return agents

@@ -18,18 +18,11 @@ import pytest
 
 import reactive_nb as rnb
 from tests.teamhub import create
+from tests.teamhub import define_agents as define
 
 pytestmark = pytest.mark.redis
 
-DEFINE = """
-def define(db):
-    @db.reactive(name="agents.byOrg", dependencies=["agent"])
-    def agents(organization_id: str):
-        return db.read_sql("SELECT id, name FROM agent WHERE organization_id = :o ORDER BY id",
-                           o=organization_id)
-    return agents
-"""
-exec(DEFINE)  # the same definition in this process and in the subprocesses
+DEFINE = "from tests.teamhub import define_agents as define\n"
 
 
 def run_process(body: str, **values: str) -> str:
@@ -72,7 +65,7 @@ db.close()
 
 def test_other_process_write_reaches_live_query(shared: dict[str, str]) -> None:
     with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=shared["prefix"]) as db:
-        live = define(db).live(organization_id="acme").wait(10)  # type: ignore[name-defined]
+        live = define(db).live(organization_id="acme").wait(10)
         run_process(WRITE, id="10", name="from_b", **shared)
         wait_for(live, lambda df: "from_b" in set(df["name"]))
         assert live.status == "fresh"
@@ -86,12 +79,12 @@ db.close()
 """
     assert run_process(warm, **shared).strip() == "2"
     with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=shared["prefix"]) as db:
-        live = define(db).live(organization_id="acme")  # type: ignore[name-defined]
+        live = define(db).live(organization_id="acme")
         assert live.status == "fresh" and len(live.df) == 2 and live.runs == 0
         live.close()
     run_process(WRITE, id="11", name="while_away", **shared)  # a write while we are away
     with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=shared["prefix"]) as db:
-        live = define(db).live(organization_id="acme")  # type: ignore[name-defined]
+        live = define(db).live(organization_id="acme")
         assert live.status in ("stale", "refreshing") and len(live.df) == 2
         live.wait(10)
         assert live.runs == 1 and "while_away" in set(live.df["name"])
@@ -99,7 +92,7 @@ db.close()
 
 def test_identical_queries_across_processes_share_the_cache(shared: dict[str, str]) -> None:
     with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=shared["prefix"]) as db:
-        fn = define(db)  # type: ignore[name-defined]
+        fn = define(db)
         fn(organization_id="acme")
         out = run_process("""
 db = rnb.connect("{url}", redis="{redis}", key_prefix="{prefix}")
@@ -114,7 +107,7 @@ db.close()
 def test_reader_connection_killed_loses_nothing(shared: dict[str, str],
                                                 redis_client: object) -> None:
     with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=shared["prefix"]) as db:
-        live = define(db).live(organization_id="acme").wait(10)  # type: ignore[name-defined]
+        live = define(db).live(organization_id="acme").wait(10)
         killed = 0
         for client in redis_client.client_list():  # type: ignore[attr-defined]
             if client.get("name", "").startswith("reactive_nb-bus"):
@@ -184,7 +177,7 @@ def test_redis_restart_converges(sqlite_url: str, private_redis: PrivateRedis,
     create(sqlite_url)
     url = private_redis.url
     with rnb.connect(sqlite_url, redis=url) as db:
-        live = define(db).live(organization_id="acme").wait(10)  # type: ignore[name-defined]
+        live = define(db).live(organization_id="acme").wait(10)
         with caplog.at_level(logging.WARNING):
             private_redis.stop()
             # Redis is down: a local write still refreshes the live query in-process
@@ -204,7 +197,7 @@ def test_manual_cross_language_publish(shared: dict[str, str], redis_client: obj
     prefix = shared["prefix"]
     with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=prefix,
                      capture="none") as db:
-        live = define(db).live(organization_id="acme").wait(10)  # type: ignore[name-defined]
+        live = define(db).live(organization_id="acme").wait(10)
         import sqlite3
 
         path = shared["url"].removeprefix("sqlite:///")
