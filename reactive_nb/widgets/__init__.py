@@ -1,0 +1,10 @@
+"""Jupyter widgets of reactive_nb: `LiveTable`, a paged table that follows a live query.
+
+Imported only when a widget is needed (it loads anywidget, ipywidgets and pandas).
+"""
+
+from __future__ import annotations
+
+from .table import LiveTable, stop_flush_thread
+
+__all__ = ["LiveTable", "stop_flush_thread"]

@@ -1,0 +1,119 @@
+"""The one writer of every live table: a shared `reactive_nb-widget-flush` thread.
+
+Sources change on worker threads; if each observer pushed to its widget, several threads
+would write one widget at once (ipywidgets has no locks) and a hot table would flood the
+browser. Observers only mark a widget dirty here; this thread pushes each dirty widget's
+*latest* state, at most once per `interval` per widget: the first change after a quiet
+period goes out at once, later ones in the same window are coalesced into one push at
+its end.
+
+The thread starts with the first request and stops (joined) when the last registered
+widget unregisters, or by `stop()` (`reactive_nb.widgets.stop_flush_thread`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+THREAD_NAME = "reactive_nb-widget-flush"
+
+
+class Flushable(Protocol):
+    """What the flusher needs from a widget: push its latest state (never raises)."""
+
+    def _flush(self) -> None: ...
+
+
+class Flusher:
+    """Schedules throttled pushes of dirty widgets on one daemon thread."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        # Guards every field below. Held only to read/update this bookkeeping, never
+        # while a widget is flushed; contention is a dict update per trait change.
+        self._cond = threading.Condition(threading.Lock())
+        self._widgets: set[Flushable] = set()
+        self._due: dict[Flushable, float] = {}
+        self._last_push: dict[Flushable, float] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()  # the running thread's own stop switch
+
+    def register(self, widget: Flushable) -> None:
+        with self._cond:
+            self._widgets.add(widget)
+
+    def unregister(self, widget: Flushable) -> None:
+        """Forget `widget`; the thread stops (and is joined) when no widget is left."""
+        with self._cond:
+            self._widgets.discard(widget)
+            self._due.pop(widget, None)
+            self._last_push.pop(widget, None)
+            last = not self._widgets
+        if last:
+            self.stop()
+
+    def request(self, widget: Flushable) -> None:
+        """Mark `widget` dirty: it will push its latest state within `interval`."""
+        with self._cond:
+            if widget not in self._widgets or widget in self._due:
+                return  # closed, or already scheduled: that push will carry this change
+            now = time.monotonic()
+            self._due[widget] = max(now, self._last_push.get(widget, 0.0) + self.interval)
+            if self._thread is None or not self._thread.is_alive():
+                # A fresh Event per thread: a thread told to stop never sees it cleared.
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._stop,), name=THREAD_NAME, daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Stop and join the thread (pending pushes are dropped). Idempotent."""
+        with self._cond:
+            thread = self._thread
+            self._thread = None
+            self._stop.set()
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+            if thread.is_alive():
+                logger.warning("%s did not stop within 5 s", THREAD_NAME)
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _run(self, stop: threading.Event) -> None:
+        while True:
+            with self._cond:
+                ready = self._wait_for_due(stop)
+                if ready is None:
+                    return
+                now = time.monotonic()
+                for widget in ready:
+                    self._last_push[widget] = now
+            for widget in ready:
+                try:
+                    widget._flush()
+                except Exception:
+                    logger.exception("pushing a live table failed")
+
+    def _wait_for_due(self, stop: threading.Event) -> list[Flushable] | None:
+        """With the lock held: block until some widget is due; None when stopping."""
+        while not stop.is_set():
+            now = time.monotonic()
+            ready = [w for w, due in self._due.items() if due <= now]
+            if ready:
+                for widget in ready:
+                    del self._due[widget]
+                return ready
+            timeout = min(self._due.values()) - now if self._due else None
+            self._cond.wait(timeout)
+        return None

@@ -1,0 +1,339 @@
+"""Real JupyterLab + headless Chromium for browser tests (see
+shared/notes/browser-and-kernel.md for why each step is there).
+
+    @pytest.fixture(scope="module")
+    def lab(tmp_path_factory):
+        with harness.start_lab(tmp_path_factory.mktemp("lab")) as lab:
+            yield lab
+
+    def test_x(lab):
+        nb = lab.open(Path("my.ipynb"))      # copied into the lab's root, Run All, all ran
+        nb.page.wait_for_selector(...)
+        nb.assert_no_console_errors()
+
+One JupyterLab server and one Chromium per module (~7 s); each `open` gets its own
+browser page and kernel, closed by `NotebookPage.close()` or at module end. The lab runs
+with isolated JUPYTER_*/IPYTHONDIR/XDG directories under the temporary folder and with
+the repository root and this folder on PYTHONPATH (kernels import `reactive_nb` and the
+helper modules here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+OUTPUT = REPO / "test-output" / "browser"
+REQUIRE = os.environ.get("REACTIVE_NB_REQUIRE_SERVICES") == "1"
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+_ISOLATED_DIRS = {
+    "JUPYTER_CONFIG_DIR": "jupyter-config",
+    "JUPYTER_DATA_DIR": "jupyter-data",
+    "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+    "IPYTHONDIR": "ipython",
+    "JUPYTERLAB_SETTINGS_DIR": "lab-settings",
+    "JUPYTERLAB_WORKSPACES_DIR": "lab-workspaces",
+    "XDG_CONFIG_HOME": "xdg-config",
+    "XDG_CACHE_HOME": "xdg-cache",
+}
+
+# Every code cell has run and the kernel is idle; returns the error outputs, if any.
+_ALL_RAN_JS = """() => {
+  const nb = window.jupyterapp.shell.currentWidget;
+  const kernel = nb.sessionContext.session && nb.sessionContext.session.kernel;
+  if (!kernel || kernel.status !== "idle") return null;
+  const cells = nb.content.model.cells;
+  const errors = [];
+  for (let i = 0; i < cells.length; i++) {
+    const cell = cells.get(i);
+    if (cell.type !== "code") continue;
+    if (cell.executionCount === null) return null;
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const out = cell.outputs.get(j).toJSON();
+      if (out.output_type === "error") errors.push(`cell ${i}: ${out.ename}: ${out.evalue}`);
+    }
+  }
+  return {errors};
+}"""
+
+
+def require_browser() -> str:
+    """The chromium path; skips (fails when services are required) if it is missing."""
+    reason = None
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        reason = "chromium is not installed (apt-get install -y chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "playwright (Python) is not installed"
+    if reason is not None:
+        if REQUIRE:
+            pytest.fail(f"{reason} and REACTIVE_NB_REQUIRE_SERVICES=1")
+        pytest.skip(reason)
+    assert chromium is not None
+    return chromium
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def screenshot_path(name: str) -> Path:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    return OUTPUT / f"{name}.png"
+
+
+class NotebookPage:
+    """One open notebook in its own browser page, with its console errors collected."""
+
+    def __init__(self, lab: Lab, page: Page, path: Path) -> None:
+        self.lab = lab
+        self.page = page
+        self.path = path
+        self.console_errors: list[str] = []
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.console_errors.append(f"pageerror: {exc}"))
+
+    def _on_console(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            self.console_errors.append(f"console.error: {msg.text} ({msg.location})")
+
+    def wait_for_kernel(self, timeout: float = 30.0) -> None:
+        """Wait until the notebook's kernel really answers (Run All earlier is lost)."""
+        self.page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.sessionContext",
+            timeout=timeout * 1000,
+        )
+        self.page.evaluate(
+            """async () => {
+              const ctx = window.jupyterapp.shell.currentWidget.sessionContext;
+              await ctx.ready;
+              await ctx.session.kernel.info;
+            }"""
+        )
+
+    def run_all(self, timeout: float = 60.0) -> None:
+        """Run All from the Run menu, then wait until every code cell ran without error."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        self.page.locator('li[data-command="runmenu:run-all"]').click()
+        self.wait_all_ran(timeout)
+
+    def wait_all_ran(self, timeout: float = 60.0) -> None:
+        handle = self.page.wait_for_function(_ALL_RAN_JS, timeout=timeout * 1000)
+        errors = handle.json_value()["errors"]
+        if errors:
+            raise AssertionError("notebook cells failed:\n" + "\n".join(errors))
+
+    def start_cell(self, code: str) -> int:
+        """Append a code cell with `code` and run it as the UI does (Shift+Enter's
+        command), without waiting for it to finish. Returns the cell's index."""
+        index: int = self.page.evaluate(
+            """async (code) => {
+              const app = window.jupyterapp;
+              const nb = app.shell.currentWidget.content;
+              nb.activeCellIndex = nb.widgets.length - 1;
+              await app.commands.execute("notebook:insert-cell-below");
+              nb.activeCell.model.sharedModel.setSource(code);
+              app.commands.execute("notebook:run-cell");
+              return nb.activeCellIndex;
+            }""",
+            code,
+        )
+        return index
+
+    def cell_state(self, index: int) -> dict[str, Any]:
+        """`execution_count` (None while queued or running) and `text` (its outputs as
+        JSON text) of cell `index`. Use this, not the kernel status, to know whether a
+        cell runs: with ipykernel 7 subshells, a comm message handled during a busy cell
+        publishes "idle" and JupyterLab's kernel status flips to idle."""
+        state: dict[str, Any] = self.page.evaluate(
+            """(index) => {
+              const cell = window.jupyterapp.shell.currentWidget.content.model.cells.get(index);
+              const outputs = [];
+              for (let j = 0; j < cell.outputs.length; j++) {
+                outputs.push(JSON.stringify(cell.outputs.get(j).toJSON()));
+              }
+              return { execution_count: cell.executionCount ?? null, text: outputs.join("\\n") };
+            }""",
+            index,
+        )
+        return state
+
+    def screenshot(self, name: str, full_page: bool = False) -> Path:
+        path = screenshot_path(name)
+        self.page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    def assert_no_console_errors(self) -> None:
+        assert not self.console_errors, "browser console errors:\n" + "\n".join(self.console_errors)
+
+    def close(self) -> None:
+        """Shut the kernel down and close the page."""
+        with contextlib.suppress(Exception):
+            self.page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()"
+            )
+        with contextlib.suppress(Exception):
+            self.page.close()
+
+
+class Lab:
+    """A running JupyterLab server and a Chromium browser."""
+
+    def __init__(self, root: Path, url: str, token: str, browser: Browser) -> None:
+        self.root = root
+        self.url = url
+        self.token = token
+        self.browser = browser
+        self.pages: list[NotebookPage] = []
+
+    def open(self, notebook: Path, *, run_all: bool = True, timeout: float = 60.0) -> NotebookPage:
+        """Copy `notebook` into the lab's root, open it (fresh workspace), wait for its
+        kernel, and Run All (waiting until every cell ran, failing on a cell error)."""
+        target = self.root / notebook.name
+        shutil.copyfile(notebook, target)
+        context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(timeout * 1000)
+        nb = NotebookPage(self, page, target)
+        self.pages.append(nb)
+        page.goto(f"{self.url}/lab/tree/{notebook.name}?reset&token={self.token}")
+        nb.wait_for_kernel(timeout)
+        if run_all:
+            nb.run_all(timeout)
+        return nb
+
+    def api(self, path: str) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read() or b"null")
+
+
+def _wait_for_server(url: str, token: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60.0
+    request = urllib.request.Request(
+        f"{url}/api/status", headers={"Authorization": f"token {token}"}
+    )
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(request, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)  # polling a subprocess's port: no event to wait on
+    raise RuntimeError(f"jupyter lab did not answer within 60 s:\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def start_lab(tmp: Path, *, pythonpath: tuple[Path, ...] = ()) -> Iterator[Lab]:
+    """Start JupyterLab (root: `tmp/root`) and Chromium; stop both on exit."""
+    chromium = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    root = tmp / "root"
+    home = tmp / "home"
+    root.mkdir()
+    env = dict(os.environ)
+    for var, sub in _ISOLATED_DIRS.items():
+        (home / sub).mkdir(parents=True)
+        env[var] = str(home / sub)
+    # No "get notified about Jupyter news?" toast over the screenshots (and no fetch).
+    labconfig = home / _ISOLATED_DIRS["JUPYTER_CONFIG_DIR"] / "labconfig"
+    labconfig.mkdir()
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    paths = [str(REPO), str(HERE), *map(str, pythonpath)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    port, token = free_port(), secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    log = tmp / "jupyterlab.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                "--ServerApp.allow_root=True",
+                "--LabApp.expose_app_in_browser=True",
+                "--LabApp.extension_manager=readonly",
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            cwd=root,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    playwright: Playwright | None = None
+    lab: Lab | None = None
+    try:
+        _wait_for_server(url, token, proc, log)
+        playwright = sync_playwright().start()
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        lab = Lab(root, url, token, browser)
+        yield lab
+    finally:
+        if lab is not None:
+            for nb in lab.pages:
+                nb.close()
+            with contextlib.suppress(Exception):
+                lab.browser.close()
+        if playwright is not None:
+            playwright.stop()
+        proc.terminate()  # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
