@@ -116,6 +116,7 @@ def test_postgres_listener_reconnects_without_loss(pg: rnb.ReactiveDB, pg_url: s
 
 
 def test_own_writes_are_not_refreshed_twice(pg: rnb.ReactiveDB) -> None:
+    pg.scheduler.min_interval = 0  # an echo after our refresh would re-run, not coalesce
     agents, _ = define(pg)
     pg.install_triggers(["agent", "audit"])
     live = agents.live(organization_id="acme").wait(10)
@@ -175,3 +176,24 @@ def test_sqlite_install_is_explicit(sqlite_url: str) -> None:
         assert db._external is not None
         db.uninstall_triggers()
         assert db._external is None
+
+
+def test_sqlite_own_writes_are_not_refreshed_twice(sqlite_url: str) -> None:
+    create(sqlite_url)
+    # min_interval=0: an echo arriving after our refresh would re-run at once, not coalesce
+    with rnb.connect(sqlite_url, min_interval=0) as db:
+        agents, tools = define(db)
+        db.install_triggers(["agent", "tool"])
+        live, tool_live = agents.live(organization_id="acme").wait(10), tools.live().wait(10)
+        db.execute("INSERT INTO agent (id, organization_id, name) VALUES (13, 'acme', 'own')")
+        live.wait(10)
+        # an external write to another table proves the poller has looked since
+        heard = threading.Event()
+        tool_live.observe(lambda c: heard.set(), names=["df"])
+        path = sqlite_url.removeprefix("sqlite:///")
+        script = ("import sqlite3\nc = sqlite3.connect(" + repr(path) + ")\n"
+                  "c.execute(\"INSERT INTO tool (id, name) VALUES (3, 'ext')\")\nc.commit()\n")
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+        assert heard.wait(10)
+        live.wait(10)
+        assert live.runs == 2  # the first run and our write; the poller's echo was dropped

@@ -10,9 +10,11 @@ share one Redis (the bump carries a ``once_id``), then is published like a local
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import ALL_TABLES
@@ -101,7 +103,31 @@ def _make_source(db: ReactiveDB) -> Source:
     path = db.engine.url.database
     if not path or path == ":memory:":
         raise ValueError("external capture needs a SQLite file, not an in-memory database")
-    return SqlitePoller(path, deliver)
+    poller = SqlitePoller(path, deliver)
+    if db._capture is not None:
+        db._capture.before_commit = functools.partial(_sqlite_counters, poller)
+    return poller
+
+
+def _sqlite_counters(poller: Any, dbapi_connection: Any,
+                     tables: frozenset[str]) -> Callable[[], None] | None:
+    """Read this transaction's trigger counters before COMMIT; announce them after it.
+
+    SQLite has one writer at a time, so the counters read inside our write transaction are
+    exactly those our commit publishes: the poller can skip them, since the local capture
+    already published the change. Another writer's later commit moves them further.
+    """
+    from .sqlite import CHANGES_TABLE
+
+    cursor = dbapi_connection.cursor()
+    try:
+        rows = cursor.execute(f"SELECT tbl, version FROM {CHANGES_TABLE}").fetchall()
+    except Exception:
+        return None  # no triggers installed
+    finally:
+        cursor.close()
+    counters = {str(t): int(v) for t, v in rows if str(t) in tables}
+    return functools.partial(poller.expect, counters) if counters else None
 
 
 def _internal(db: ReactiveDB) -> Any:

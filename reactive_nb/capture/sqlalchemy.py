@@ -40,8 +40,9 @@ _reads: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
 
 OnCommit = Callable[[str, frozenset[str]], None]
 #: Called with the DBAPI connection and the tables about to be committed, just before the
-#: commit (an external source uses it to recognise its own notification of this commit).
-BeforeCommit = Callable[[Any, frozenset[str]], None]
+#: commit (an external source uses it to recognise its own notification of this commit);
+#: it may return a callable to run once the commit succeeded.
+BeforeCommit = Callable[[Any, frozenset[str]], "Callable[[], None] | None"]
 
 
 @contextlib.contextmanager
@@ -140,14 +141,16 @@ class LocalCapture:
         for level in stack or ():
             for tenant, tables in level.items():
                 merged.setdefault(tenant, set()).update(tables)
-        hook = self.before_commit
+        hook, after = self.before_commit, None
         if hook is not None and merged:
             try:
-                hook(dbapi_connection, frozenset().union(*merged.values()))
+                after = hook(dbapi_connection, frozenset().union(*merged.values()))
             except Exception:  # it only saves a duplicate refresh: never block a commit
                 logger.debug("before-commit hook failed", exc_info=True)
         self._orig_commit(dbapi_connection)
         dbapi_connection.info.pop(_PENDING, None)
+        if after is not None:
+            after()
         for tenant, tables in merged.items():
             if tables:
                 self._on_commit(tenant, frozenset(tables))

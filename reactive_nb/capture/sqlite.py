@@ -202,6 +202,17 @@ class SqlitePoller:
         self._conn: sqlite3.Connection | None = None
         self._data_version = -1
         self._versions: dict[str, int] = {}
+        # Counters this process's own commits produced (already published locally);
+        # _expected_lock guards the dict, written by committing threads, read by the poller.
+        self._expected: dict[str, int] = {}
+        self._expected_lock = threading.Lock()
+
+    def expect(self, counters: dict[str, int]) -> None:
+        """This process committed and published these counters: do not report them again."""
+        with self._expected_lock:
+            for table, version in counters.items():
+                if version > self._expected.get(table, -1):
+                    self._expected[table] = version
 
     def start(self) -> None:
         """Open the connection, read the baseline, start the thread. A commit made
@@ -226,7 +237,7 @@ class SqlitePoller:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the thread (within about one interval) and close its connection."""
+        """Stop the thread (it wakes at once) and close its connection."""
         self._closed = True
         self._stop.set()
         thread, self._thread = self._thread, None
@@ -260,7 +271,11 @@ class SqlitePoller:
             return
         self._data_version = data_version
         versions = self._read_versions(conn)
-        moved = frozenset(t for t, v in versions.items() if self._versions.get(t) != v)
+        with self._expected_lock:
+            expected = self._expected
+            self._expected = {t: v for t, v in expected.items() if versions.get(t, -1) < v}
+        moved = frozenset(t for t, v in versions.items()
+                          if self._versions.get(t) != v and expected.get(t) != v)
         self._versions = versions
         if moved:
             change = ExternalChange(moved, None, uuid.uuid4().hex)
