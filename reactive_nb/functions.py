@@ -39,6 +39,11 @@ Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 KeyFunction = Callable[[Mapping[str, Any]], str]
 
+#: Entry in a cached result's versions holding its function's definition fingerprint, so
+#: a redefined function (a re-run cell with new SQL) never serves the old definition's
+#: results, in this process or another one sharing the cache.
+DEFINITION = "@definition"
+
 
 class Owner(Protocol):
     """What a function needs from its ReactiveDB (kept small so functions stay below db)."""
@@ -123,6 +128,7 @@ class ReactiveFunction:
             None if dependencies is None
             else owner.resolve_tables(dependencies, f"dependencies of {self.name}")
         )
+        self.fingerprint = _fingerprint(handler)
         self._inferred: frozenset[str] = frozenset()
         self._warned_no_reads = False
         self.stats = FunctionStats()
@@ -214,6 +220,7 @@ class ReactiveFunction:
             before = None
         df = self.run(inputs)
         versions = {t: before.get(t, 0) for t in self.watched} if before is not None else {}
+        versions[DEFINITION] = self.fingerprint
         if self.cache_enabled and before is not None:
             try:
                 owner.cache.set(tenant, key, df, versions, self.ttl)
@@ -228,19 +235,25 @@ class ReactiveFunction:
             return None
         try:
             entry = owner.cache.get(tenant, key)
-            if entry is None:
+            if entry is None or entry.versions.get(DEFINITION) != self.fingerprint:
                 return None
-            return entry.df, owner.versions.get(tenant, entry.versions) == dict(entry.versions)
+            return entry.df, self._current(tenant, entry.versions)
         except owner.store_errors as exc:
             owner.store_failed(exc)
             return None
+
+    def _current(self, tenant: str, versions: Mapping[str, int]) -> bool:
+        """Do the stored table versions still match the live counters?"""
+        tables = {t: v for t, v in versions.items() if t != DEFINITION}
+        return self._owner.versions.get(tenant, tables) == tables
 
     def _cached(self, tenant: str, key: str) -> Fetched | None:
         owner = self._owner
         try:
             entry = owner.cache.get(tenant, key)
-            fresh = entry is not None and (
-                owner.versions.get(tenant, entry.versions) == dict(entry.versions))
+            fresh = (entry is not None
+                     and entry.versions.get(DEFINITION) == self.fingerprint
+                     and self._current(tenant, entry.versions))
         except owner.store_errors as exc:
             owner.store_failed(exc)
             return None
@@ -282,6 +295,20 @@ class ReactiveFunction:
         if not reads <= self._inferred:
             self._inferred = self._inferred | frozenset(reads)
             self._owner.dependencies_changed(self)
+
+
+def _fingerprint(handler: Callable[..., Any]) -> int:
+    """A stable number for the handler's code, constants and captured strings (its SQL)."""
+    import zlib
+
+    code = getattr(handler, "__code__", None)
+    if code is None:
+        return zlib.crc32(repr(handler).encode())
+    captured = [cell.cell_contents for cell in getattr(handler, "__closure__", None) or ()
+                if isinstance(getattr(cell, "cell_contents", None), str | int | float | tuple)]
+    parts = (code.co_code, repr(code.co_consts), repr(code.co_names), repr(captured),
+             repr(getattr(handler, "__defaults__", None)))
+    return zlib.crc32("\x00".join(p if isinstance(p, str) else p.hex() for p in parts).encode())
 
 
 def _input_model(handler: Callable[..., Any], sig: inspect.Signature,

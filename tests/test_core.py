@@ -432,3 +432,19 @@ def test_tenants_are_namespaces(db: rnb.ReactiveDB) -> None:
     with db.tenant("globex"):
         fn()
     assert counter.calls == 3
+
+
+def test_redefined_function_does_not_serve_old_results(db: rnb.ReactiveDB) -> None:
+    def define(sql: str) -> rnb.ReactiveFunction:
+        @db.reactive(name="cell", dependencies=["agent"])
+        def cell() -> pd.DataFrame:
+            return db.read_sql(sql)
+
+        return cell
+
+    assert list(define("SELECT id FROM agent ORDER BY id")()["id"]) == [1, 2, 3]
+    again = define("SELECT id FROM agent ORDER BY id")
+    again()
+    assert again.stats.runs == 0  # same definition: a cache hit
+    edited = define("SELECT name FROM agent ORDER BY id")
+    assert list(edited()["name"]) == ["ada", "bob", "cy"]  # the edit is not served stale
