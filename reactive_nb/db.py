@@ -193,10 +193,18 @@ class ReactiveDB:
 
         from ._frames import pandas
 
+        pandas_module = pandas()
         statement = text(sql) if isinstance(sql, str) else sql
         with self._engine().connect() as conn:
-            frame: pd.DataFrame = pandas().read_sql(statement, conn,
-                                                    params={**(params or {}), **kwargs})
+            try:
+                frame: pd.DataFrame = pandas_module.read_sql(
+                    statement, conn, params={**(params or {}), **kwargs})
+            except pandas_module.errors.DatabaseError as exc:
+                # pandas wraps the driver's error in a message that repeats the whole SQL;
+                # the database's own error says what is wrong.
+                if exc.__cause__ is not None:
+                    raise exc.__cause__ from None
+                raise
         return frame
 
     def execute(self, sql: Any,

@@ -53,6 +53,11 @@ class LiveQuery(traitlets.HasTraits):
     def name(self) -> str:
         return self.function.name
 
+    @property
+    def group_key(self) -> tuple[str, str, int]:
+        """Live queries with the same group key share one run (same tenant, key, definition)."""
+        return (self.tenant, self.key, self.function.fingerprint)
+
     def __repr__(self) -> str:
         rows = "-" if self.df is None else len(self.df)
         return f"<LiveQuery {self.key} tenant={self.tenant} status={self.status} rows={rows}>"

@@ -42,7 +42,7 @@ NEW, IDLE, QUEUED, DELAYED, RUNNING = "new", "idle", "queued", "delayed", "runni
 
 @dataclass(eq=False)
 class Group:
-    """Every live query of one (tenant, key): they share one run and one frame."""
+    """Every live query of one (tenant, key, definition): they share one run and one frame."""
 
     fn: ReactiveFunction
     tenant: str
@@ -58,6 +58,10 @@ class Group:
     not_before: float = 0.0  # earliest start of the next run (min_interval, back-off)
     stale_since: float = 0.0
     indexed: frozenset[str] = frozenset()
+
+    @property
+    def group_key(self) -> tuple[str, str, int]:
+        return (self.tenant, self.key, self.fn.fingerprint)
 
     @property
     def fresh(self) -> bool:
@@ -89,7 +93,7 @@ class Scheduler:
         # widget messages). Contention is low: one short section per change and per run.
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._groups: dict[tuple[str, str], Group] = {}
+        self._groups: dict[tuple[str, str, int], Group] = {}
         self._index: dict[tuple[str, str], set[Group]] = {}
         self._by_tenant: dict[str, set[Group]] = {}
         self._ready: list[tuple[tuple[Any, ...], int, Group]] = []
@@ -105,11 +109,11 @@ class Scheduler:
     def attach(self, live: LiveQuery) -> None:
         """Register a live query: join its group, or create one and show cached data at once."""
         with self._lock:
-            group = self._groups.get((live.tenant, live.key))
+            group = self._groups.get(live.group_key)
             created = group is None
             if group is None:
                 group = Group(live.function, live.tenant, live.key, dict(live.inputs))
-                self._groups[(live.tenant, live.key)] = group
+                self._groups[live.group_key] = group
                 self._reindex_locked(group)
                 self._by_tenant.setdefault(live.tenant, set()).add(group)
             group.members.add(live)
@@ -133,7 +137,7 @@ class Scheduler:
 
     def detach(self, live: LiveQuery) -> None:
         with self._lock:
-            group = self._groups.get((live.tenant, live.key))
+            group = self._groups.get(live.group_key)
             if group is not None:
                 group.members.discard(live)
                 if not group.members:
@@ -155,7 +159,7 @@ class Scheduler:
         group.indexed = watched
 
     def _drop_locked(self, group: Group) -> None:
-        self._groups.pop((group.tenant, group.key), None)
+        self._groups.pop(group.group_key, None)
         for table in group.indexed:
             bucket = self._index.get((group.tenant, table))
             if bucket is not None:
@@ -202,7 +206,7 @@ class Scheduler:
     def refresh(self, live: LiveQuery) -> None:
         """Queue a run now, bypassing the cache."""
         with self._lock:
-            group = self._groups.get((live.tenant, live.key))
+            group = self._groups.get(live.group_key)
             if group is None:
                 return
             group.force = True
@@ -281,6 +285,8 @@ class Scheduler:
             with self._lock:
                 group = self._next_locked()
                 if group is None:
+                    if self._stop.is_set():  # close() may have notified before we got here
+                        return
                     timeout = (self._delayed[0][0] - self._clock()) if self._delayed else None
                     self._wake.wait(timeout if timeout is None else max(timeout, 0.0005))
                     continue
@@ -358,7 +364,7 @@ class Scheduler:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                group = self._groups.get((live.tenant, live.key))
+                group = self._groups.get(live.group_key)
                 if group is None or group.fresh:
                     return group is not None
                 left = deadline - time.monotonic()
@@ -368,11 +374,11 @@ class Scheduler:
 
     def state(self, live: LiveQuery) -> dict[str, Any]:
         """The scheduling state of a live query's group (for status displays and tests)."""
-        return self.state_of(live.tenant, live.key)
+        return self.state_of(live.group_key)
 
-    def state_of(self, tenant: str, key: str) -> dict[str, Any]:
+    def state_of(self, group_key: tuple[str, str, int]) -> dict[str, Any]:
         with self._lock:
-            group = self._groups.get((tenant, key))
+            group = self._groups.get(group_key)
             if group is None:
                 return {"state": "closed", "members": 0}
             return {"state": group.state, "dirty": group.dirty, "failures": group.failures,

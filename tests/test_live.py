@@ -262,13 +262,13 @@ def test_explicit_refresh_bypasses_cache(db: rnb.ReactiveDB) -> None:
 def test_garbage_collected_live_query_unregisters(db: rnb.ReactiveDB) -> None:
     agents = agents_fn(db)
     live = agents.live(organization_id="acme").wait(10)
-    group_key = (live.tenant, live.key)
+    group_key = live.group_key
     assert group_key in db.scheduler._groups
     del live
     gc.collect()
     db.execute("INSERT INTO agent (id, organization_id, name) VALUES (40, 'acme', 'x')")
     assert agents.stats.runs == 1  # nobody is watching: nothing re-ran
-    assert db.scheduler.state_of(*group_key)["members"] == 0
+    assert db.scheduler.state_of(group_key)["members"] == 0
 
 
 def test_close_stops_every_thread(db_url: str) -> None:

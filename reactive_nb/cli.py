@@ -1,0 +1,475 @@
+"""The ``reactive-nb`` command: a demo to watch tables update, and tools for the change feed.
+
+    reactive-nb demo [--headless] [--seconds N] [--db PATH | --url DBURL] [--redis URL]
+    reactive-nb notify --redis URL [--tenant T] [--prefix rnb] TABLE...
+    reactive-nb watch --redis URL [--tenant T ...] [--prefix rnb] [--seconds N]
+    reactive-nb install-triggers URL [--tables a,b] [--tenant-column col]
+    reactive-nb uninstall-triggers URL
+    reactive-nb bench
+
+``notify`` is for writers that do not use reactive_nb; it does exactly what these two
+Redis commands do (the version first, so a reader that hears the change sees it)::
+
+    HINCRBY rnb:{T}:versions TABLE 1
+    XADD rnb:{T}:changes MAXLEN ~ 10000 * tables TABLE origin cli
+
+Every error is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from .db import ReactiveDB
+    from .live import LiveQuery
+
+PROG = "reactive-nb"
+DEFAULT_TENANT = "default"
+
+
+class CliError(Exception):
+    """A problem to report on one line, with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see {self.prog} --help)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error's message; the database's own message when there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # pandas wraps SQLAlchemy errors
+        if getattr(current, "orig", None) is not None:
+            exc = current.orig  # type: ignore[attr-defined]
+            break
+        seen.add(id(current))
+        current = current.__cause__
+    for line in str(exc).splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return type(exc).__name__
+
+
+def _clock() -> str:
+    return datetime.now().strftime("%H:%M:%S.%f")[:-3]
+
+
+def _say(*parts: Any, file: Any = None) -> None:
+    print(*parts, file=file or sys.stdout, flush=True)
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+LATEST_SQL = """
+SELECT m.id, a.name AS agent, m.channel, m.body, m.created_at
+FROM message m JOIN agent a ON a.id = m.from_agent_id
+WHERE m.organization_id = :org
+ORDER BY m.id DESC
+LIMIT 20
+"""
+BY_STATUS_SQL = """
+SELECT status, COUNT(*) AS agents FROM agent
+WHERE organization_id = :org GROUP BY status ORDER BY status
+"""
+PER_ORG_SQL = """
+SELECT o.id AS organization, COUNT(m.id) AS messages
+FROM organization o LEFT JOIN message m ON m.organization_id = o.id
+GROUP BY o.id ORDER BY o.id
+"""
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    if args.seconds <= 0:
+        raise CliError("--seconds must be positive")
+    if args.url and args.db:
+        raise CliError("give --db PATH or --url DBURL, not both")
+    url = args.url or f"sqlite:///{Path(args.db or 'demo.db').resolve()}"
+    try:
+        created = demo.ensure_demo(url)
+        if not args.headless and not args.redis:
+            _install_demo_triggers(url)  # the notebook's kernel hears the writer through them
+    except Exception as exc:
+        raise CliError(f"cannot prepare the demo database: {_one_line(exc)}") from None
+    rows = demo.count(url)
+    _say(f"demo database: {_shown(url)} ({'created' if created else 'existing'}, "
+         f"{len(demo.ORGANIZATIONS)} organizations, {rows:,} messages)")
+    from .db import connect
+
+    try:
+        # This process shows nothing but its own writes in --headless mode, and nothing at
+        # all beside JupyterLab: capturing its own writes is enough.
+        db = connect(url, redis=args.redis, capture="local")
+    except Exception as exc:
+        raise CliError(f"cannot connect: {_one_line(exc)}") from None
+    writer = demo.DemoWriter(db, interval=args.interval)
+    try:
+        if args.headless:
+            return _demo_headless(db, writer, args.seconds)
+        return _demo_lab(url, args.redis, writer)
+    finally:
+        writer.close()
+        db.close()
+
+
+def _shown(url: str) -> str:
+    """A URL fit to print: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _install_demo_triggers(url: str) -> None:
+    """Triggers on the demo tables, so a notebook kernel sees the writer's writes (without
+    Redis, they are how another process hears of a write)."""
+    from . import demo
+    from .db import connect
+
+    db = connect(url, capture="local")
+    try:
+        if db.engine.dialect.name in ("sqlite", "postgresql"):
+            _install(db, demo.TABLES)
+    finally:
+        db.close()
+
+
+def _install(db: ReactiveDB, tables: list[str] | None) -> list[str]:
+    method = getattr(db, "install_triggers", None)
+    if method is not None:
+        return list(method(tables) or [])
+    from .capture.sources import install_triggers
+
+    return install_triggers(db, tables)
+
+
+def _demo_headless(db: ReactiveDB, writer: Any, seconds: float) -> int:
+    """Print one line per refresh of a few live queries while the writer writes."""
+    queries = _demo_queries(db)
+    lock = threading.Lock()
+    updates = {"all": 0, "caused": 0}
+    lives: list[LiveQuery] = []
+
+    def printer(label: str) -> Any:
+        def on_runs(change: Any) -> None:
+            live = change["owner"]
+            rows = 0 if live.df is None else len(live.df)
+            with lock:
+                updates["all"] += 1
+                if change["new"] > 1:
+                    updates["caused"] += 1
+                _say(f"[{_clock()}] {label}: {rows} rows, {live.status}, run #{change['new']}")
+        return on_runs
+
+    try:
+        for label, fn, inputs in queries:
+            live = fn.live(**inputs)
+            live.observe(printer(label), names=["runs"])
+            lives.append(live)
+        for live in lives:
+            live.wait(timeout=30)
+        writer.start()
+        _say(f"[{_clock()}] writer started ({1 / writer.interval:.0f} writes/s); watching "
+             f"{len(lives)} live queries for {seconds:g} s (Ctrl-C to stop)")
+        started = time.monotonic()
+        try:
+            threading.Event().wait(seconds)
+        except KeyboardInterrupt:
+            _say("interrupted")
+        elapsed = time.monotonic() - started
+        writer.close()
+    finally:
+        for live in lives:
+            live.close()
+    with lock:
+        caused, total = updates["caused"], updates["all"]
+    _say(f"summary: {len(lives)} live queries, {total} refreshes ({caused} caused by the "
+         f"writer's {writer.writes} writes: {writer.messages} messages, "
+         f"{writer.status_changes} agent status changes) in {elapsed:.1f} s")
+    if caused < 1:
+        _say(f"{PROG} demo: no live update arrived after a write", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo_queries(db: ReactiveDB) -> list[tuple[str, Any, dict[str, Any]]]:
+    @db.reactive(name="messages.latest")
+    def latest(org: str) -> Any:
+        return db.read_sql(LATEST_SQL, org=org)
+
+    @db.reactive(name="agents.by_status")
+    def by_status(org: str) -> Any:
+        return db.read_sql(BY_STATUS_SQL, org=org)
+
+    @db.reactive(name="messages.per_org")
+    def per_org() -> Any:
+        return db.read_sql(PER_ORG_SQL)
+
+    return [
+        ("messages.latest(acme)", latest, {"org": "acme"}),
+        ("messages.latest(globex)", latest, {"org": "globex"}),
+        ("agents.by_status(acme)", by_status, {"org": "acme"}),
+        ("messages.per_org()", per_org, {}),
+    ]
+
+
+def _demo_lab(url: str, redis: str | None, writer: Any) -> int:
+    """Open the quickstart notebook in JupyterLab while the writer writes."""
+    import importlib.util
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise CliError("JupyterLab is not installed: pip install 'reactive_nb[notebook]', "
+                       "or run reactive-nb demo --headless")
+    notebook = _quickstart(url)
+    env = dict(os.environ, REACTIVE_NB_URL=url)
+    if redis:
+        env["REACTIVE_NB_REDIS"] = redis
+    writer.start()
+    _say(f"writer started ({1 / writer.interval:.0f} writes/s); opening {notebook} in "
+         "JupyterLab (Ctrl-C to stop)")
+    command = [sys.executable, "-m", "jupyterlab", str(notebook)]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers often run as root; JupyterLab refuses
+    process = subprocess.Popen(command, env=env)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops JupyterLab and the writer too
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _say(f"writer stopped after {writer.writes} writes")
+    if process.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise CliError(f"JupyterLab exited with status {process.returncode}")
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _quickstart(url: str) -> Path:
+    """The quickstart notebook of this checkout, else a copy written next to the database."""
+    from . import demo
+
+    for candidate in (Path.cwd() / "notebooks" / "quickstart.ipynb",
+                      Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"):
+        if candidate.is_file():
+            return candidate
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    folder = Path(database).parent if database and url.startswith("sqlite") else Path.cwd()
+    return demo.write_quickstart(folder / "quickstart.ipynb")
+
+
+# -- the change feed -----------------------------------------------------------------------
+
+
+def _redis(url: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        client.close()
+        raise CliError(f"cannot reach Redis: {_one_line(exc)}") from None
+    except ValueError as exc:
+        raise CliError(f"bad Redis URL: {_one_line(exc)}") from None
+    return client
+
+
+def _notify(args: argparse.Namespace) -> int:
+    """Bump the tables' versions, then publish the change: what HINCRBY + XADD do."""
+    from .bus import RedisBus
+    from .events import Change
+    from .versions import RedisVersions
+
+    tables = list(dict.fromkeys(args.tables))
+    if any(not t.strip() or "," in t for t in tables):
+        raise CliError("table names must be non-empty and contain no ','")
+    client = _redis(args.redis)
+    try:
+        bumped = RedisVersions(client, prefix=args.prefix).bump(args.tenant, tables) or {}
+        bus = RedisBus(client, prefix=args.prefix, origin="cli")
+        try:
+            bus.publish(Change(args.tenant, frozenset(tables), origin="cli"))
+        finally:
+            bus.close()
+    except CliError:
+        raise
+    except Exception as exc:
+        raise CliError(f"cannot notify: {_one_line(exc)}") from None
+    finally:
+        client.close()
+    versions = ", ".join(f"{t} v{bumped.get(t, '?')}" for t in tables)
+    _say(f"notified {args.tenant}: {versions}")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Print every change published for the followed tenants, one line each."""
+    from .bus import RedisBus
+    from .events import Change
+
+    if args.seconds is not None and args.seconds <= 0:
+        raise CliError("--seconds must be positive")
+    client = _redis(args.redis)
+    tenants = list(dict.fromkeys(args.tenant or [DEFAULT_TENANT, *_tenants(client, args.prefix)]))
+
+    def show(change: Change) -> None:
+        _say(f"[{_clock()}] {change.tenant}: {', '.join(sorted(change.tables))} "
+             f"(origin {change.origin})")
+
+    bus = RedisBus(client, prefix=args.prefix, origin=f"{PROG}-watch:{os.getpid()}")
+    try:
+        bus.subscribe(show)
+        for tenant in tenants:
+            bus.follow(tenant)
+        until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+        _say(f"watching {', '.join(tenants)} (prefix {args.prefix}) {until}")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait(args.seconds)
+    finally:
+        bus.close()
+        client.close()
+    return 0
+
+
+def _tenants(client: Any, prefix: str) -> list[str]:
+    """Tenants that have a change stream under ``prefix`` now."""
+    found = []
+    for key in client.scan_iter(match=f"{prefix}:{{*}}:changes", count=1000):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        found.append(name[len(prefix) + 2: -len("}:changes")])
+    return sorted(found)
+
+
+# -- triggers ------------------------------------------------------------------------------
+
+
+def _triggers(args: argparse.Namespace, install: bool) -> int:
+    from .db import connect
+
+    try:
+        db = connect(args.url, capture="local",
+                     tenant_column=getattr(args, "tenant_column", None))
+    except Exception as exc:
+        raise CliError(f"cannot connect: {_one_line(exc)}") from None
+    try:
+        if install:
+            tables = ([t.strip() for t in args.tables.split(",") if t.strip()]
+                      if args.tables else None)
+            names = _install(db, tables)
+            _say(f"change capture installed on {len(names)} table(s): {', '.join(names)}")
+        else:
+            method = getattr(db, "uninstall_triggers", None)
+            if method is not None:
+                method()
+            else:
+                from .capture.sources import uninstall_triggers
+
+                uninstall_triggers(db)
+            _say("change capture removed")
+    except Exception as exc:
+        raise CliError(_one_line(exc)) from None
+    finally:
+        db.close()
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="reactive_nb: tables that keep themselves current")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="demo database + writer; JupyterLab or --headless")
+    demo.add_argument("--headless", action="store_true",
+                      help="print live updates in the terminal instead of opening JupyterLab")
+    demo.add_argument("--seconds", type=float, default=10.0,
+                      help="how long --headless runs (default 10)")
+    demo.add_argument("--db", help="SQLite file of the demo (default ./demo.db)")
+    demo.add_argument("--url", help="use this database URL instead of a SQLite file")
+    demo.add_argument("--redis", help="Redis URL: shared cache, versions and change bus")
+    demo.add_argument("--interval", type=float, default=0.25, help=argparse.SUPPRESS)
+
+    notify = sub.add_parser("notify", help="publish a change made by another program")
+    notify.add_argument("--redis", required=True)
+    notify.add_argument("--tenant", default=DEFAULT_TENANT)
+    notify.add_argument("--prefix", default="rnb")
+    notify.add_argument("tables", nargs="+", metavar="TABLE")
+
+    watch = sub.add_parser("watch", help="print changes as they arrive")
+    watch.add_argument("--redis", required=True)
+    watch.add_argument("--tenant", action="append",
+                       help="tenant to follow (repeatable; default: every tenant with a stream)")
+    watch.add_argument("--prefix", default="rnb")
+    watch.add_argument("--seconds", type=float, help="stop after N seconds")
+
+    install = sub.add_parser("install-triggers", help="capture writes made by any client")
+    install.add_argument("url")
+    install.add_argument("--tables", help="comma-separated (default: every table)")
+    install.add_argument("--tenant-column", help="column naming the tenant (PostgreSQL)")
+
+    uninstall = sub.add_parser("uninstall-triggers", help="remove what install-triggers added")
+    uninstall.add_argument("url")
+
+    sub.add_parser("bench", help="benchmarks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    parser = build_parser()
+    command = "?"
+    try:
+        args = parser.parse_args(argv)
+        command = args.command
+        if command == "demo":
+            return _demo(args)
+        if command == "notify":
+            return _notify(args)
+        if command == "watch":
+            return _watch(args)
+        if command in ("install-triggers", "uninstall-triggers"):
+            return _triggers(args, install=command == "install-triggers")
+        _say("see benchmarks/README.md")
+        return 0
+    except CliError as exc:
+        where = PROG if command == "?" else f"{PROG} {command}"
+        print(f"{where}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

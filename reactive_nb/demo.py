@@ -1,0 +1,398 @@
+"""Demo data and activity for ``reactive-nb demo`` and the quickstart notebook.
+
+``create_demo`` fills a database with realistic multi-tenant data (organizations, users,
+agents, tools, messages: thousands of rows, deterministic for a seed) in one transaction.
+``DemoWriter`` simulates activity -- new messages, agents changing status -- a few times
+per second through a ReactiveDB, so the writes are captured and live queries refresh.
+``write_quickstart`` writes the quickstart notebook (``notebooks/make_quickstart.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    func,
+    inspect,
+    select,
+    text,
+)
+
+if TYPE_CHECKING:
+    from .db import ReactiveDB
+
+logger = logging.getLogger(__name__)
+
+WRITER_THREAD = "reactive_nb-demo-writer"
+
+ORGANIZATIONS = [
+    ("acme", "Acme Corp", "enterprise"),
+    ("globex", "Globex", "team"),
+    ("initech", "Initech", "team"),
+    ("umbrella", "Umbrella", "enterprise"),
+    ("hooli", "Hooli", "starter"),
+]
+ROLES = ["support", "sales", "research", "ops", "billing", "triage"]
+STATUSES = ["idle", "busy", "offline"]
+MODELS = ["small-2", "medium-3", "large-4"]
+TOOLS = ["search", "crm.lookup", "calendar", "refund", "translate", "sql", "email", "slack"]
+CHANNELS = ["chat", "email", "slack", "phone"]
+FIRST = ["Ada", "Bob", "Chen", "Dana", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jo", "Kai",
+         "Lena", "Mo", "Noor", "Omar", "Pia", "Quinn", "Rui", "Sara", "Tom"]
+LAST = ["Lovelace", "Ng", "Okafor", "Silva", "Berg", "Haddad", "Kim", "Novak", "Rossi", "Sato"]
+AGENT_NAMES = ["Atlas", "Beacon", "Cosmo", "Delta", "Echo", "Flux", "Gizmo", "Halo", "Iris",
+               "Juno", "Kite", "Lumen", "Milo", "Nova", "Orbit", "Pixel", "Quill", "Rex"]
+SUBJECTS = ["the invoice", "my order", "the refund", "our contract", "the API key", "login",
+            "the dashboard", "shipping", "the export", "a bug report", "the meeting", "SSO"]
+VERBS = ["Question about", "Update on", "Problem with", "Follow-up on", "Escalating",
+         "Thanks for", "Reminder about", "Need help with"]
+
+metadata = MetaData()
+
+organization = Table(
+    "organization", metadata,
+    Column("id", String(20), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("plan", String(20), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organization_id", String(20), ForeignKey("organization.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("email", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_users_org", "organization_id"),
+)
+agent = Table(
+    "agent", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organization_id", String(20), ForeignKey("organization.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("role", String(40), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("model", String(40), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_agent_org", "organization_id"),
+)
+tool = Table(
+    "tool", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organization_id", String(20), ForeignKey("organization.id"), nullable=False),
+    Column("agent_id", Integer, ForeignKey("agent.id"), nullable=False),
+    Column("name", String(50), nullable=False),
+    Column("calls", Integer, nullable=False),
+    Index("ix_tool_org", "organization_id"),
+)
+message = Table(
+    "message", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organization_id", String(20), ForeignKey("organization.id"), nullable=False),
+    Column("from_agent_id", Integer, ForeignKey("agent.id"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_message_org_id", "organization_id", "id"),
+)
+
+#: The demo's tables, parents first.
+TABLES = [t.name for t in metadata.sorted_tables]
+
+_EPOCH = datetime(2026, 1, 1, 9, 0, 0)
+
+
+def _engine(url_or_engine: str | Engine) -> tuple[Engine, bool]:
+    if isinstance(url_or_engine, Engine):
+        return url_or_engine, False
+    return create_engine(url_or_engine), True
+
+
+def has_demo(url_or_engine: str | Engine) -> bool:
+    """True when the database already has the demo's tables."""
+    engine, owned = _engine(url_or_engine)
+    try:
+        return inspect(engine).has_table("organization")
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def ensure_demo(url_or_engine: str | Engine, *, seed: int = 7) -> bool:
+    """Create the demo data unless the database has it already; True when created."""
+    if has_demo(url_or_engine):
+        return False
+    create_demo(url_or_engine, seed=seed)
+    return True
+
+
+def create_demo(url_or_engine: str | Engine, *, seed: int = 7, users_per_org: int = 40,
+                agents_per_org: int = 24, messages_per_org: int = 1200) -> dict[str, int]:
+    """Create the demo tables and fill them (one transaction); returns rows per table.
+
+    The same seed gives the same rows. Writes go through a plain engine: loading the demo
+    is not a change anyone watches yet.
+    """
+    rng = random.Random(seed)
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
+    user_ids: dict[str, list[int]] = {}
+    agent_ids: dict[str, list[int]] = {}
+    for n, (org, name, plan) in enumerate(ORGANIZATIONS):
+        rows["organization"].append({"id": org, "name": name, "plan": plan,
+                                     "created_at": _EPOCH - timedelta(days=400 - 30 * n)})
+        user_ids[org] = []
+        for _ in range(users_per_org):
+            uid = len(rows["users"]) + 1
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            rows["users"].append({
+                "id": uid, "organization_id": org, "name": f"{first} {last}",
+                "email": f"{first}.{last}{uid}@{org}.example".lower(),
+                "created_at": _EPOCH - timedelta(days=rng.randint(1, 365)),
+            })
+            user_ids[org].append(uid)
+        agent_ids[org] = []
+        for i in range(agents_per_org):
+            aid = len(rows["agent"]) + 1
+            created = _EPOCH - timedelta(days=rng.randint(1, 200))
+            rows["agent"].append({
+                "id": aid, "organization_id": org,
+                "name": f"{AGENT_NAMES[i % len(AGENT_NAMES)]}-{i // len(AGENT_NAMES) + 1}",
+                "role": rng.choice(ROLES), "status": rng.choice(STATUSES),
+                "model": rng.choice(MODELS), "created_at": created, "updated_at": created,
+            })
+            agent_ids[org].append(aid)
+            for tool_name in rng.sample(TOOLS, rng.randint(1, 4)):
+                rows["tool"].append({
+                    "id": len(rows["tool"]) + 1, "organization_id": org, "agent_id": aid,
+                    "name": tool_name, "calls": rng.randint(0, 5000),
+                })
+    span = 30 * 24 * 3600  # messages spread over the 30 days before the epoch, in id order
+    total = messages_per_org * len(ORGANIZATIONS)
+    for mid in range(1, total + 1):
+        org = ORGANIZATIONS[rng.randrange(len(ORGANIZATIONS))][0]
+        rows["message"].append({
+            "id": mid, "organization_id": org, "from_agent_id": rng.choice(agent_ids[org]),
+            "user_id": rng.choice(user_ids[org]), "channel": rng.choice(CHANNELS),
+            "body": _body(rng),
+            "created_at": _EPOCH - timedelta(seconds=span * (total - mid) // total),
+        })
+    engine, owned = _engine(url_or_engine)
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                if rows[table.name]:
+                    conn.execute(table.insert(), rows[table.name])
+            if engine.dialect.name == "postgresql":
+                for name in ("users", "agent", "tool", "message"):
+                    # Explicit ids leave the serial sequences behind: move them past.
+                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                                      f"(SELECT MAX(id) FROM {name}))"))
+    finally:
+        if owned:
+            engine.dispose()
+    return {name: len(found) for name, found in rows.items()}
+
+
+def _body(rng: random.Random) -> str:
+    return f"{rng.choice(VERBS)} {rng.choice(SUBJECTS)} (#{rng.randint(1000, 9999)})"
+
+
+class DemoWriter:
+    """Simulated activity: a thread that writes through a ReactiveDB every ``interval``.
+
+    Most writes insert a message into a random organization; about one in four changes an
+    agent's status. ``writes`` counts committed writes; ``first_write`` is set after the
+    first one. Stop it with ``close()`` (joins the thread).
+    """
+
+    def __init__(self, db: ReactiveDB, *, interval: float = 0.25, seed: int | None = None,
+                 organizations: list[str] | None = None) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.db = db
+        self.interval = interval
+        self.writes = 0
+        self.messages = 0
+        self.status_changes = 0
+        self.first_write = threading.Event()
+        self._rng = random.Random(seed)
+        self._organizations = organizations
+        self._agents: dict[str, list[int]] = {}
+        self._users: dict[str, list[int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> DemoWriter:
+        """Read the agents and users to write about, then start the thread."""
+        if self._thread is not None:
+            return self
+        for name, found in (("agent", self._agents), ("users", self._users)):
+            frame = self.db.read_sql(f"SELECT id, organization_id FROM {name} ORDER BY id")
+            for ident, org in zip(frame["id"], frame["organization_id"], strict=True):
+                if self._organizations is None or org in self._organizations:
+                    found.setdefault(str(org), []).append(int(ident))
+        self._orgs = sorted(set(self._agents) & set(self._users))
+        if not self._orgs:
+            raise ValueError("the demo writer found no organization with agents and users")
+        self._thread = threading.Thread(target=self._run, name=WRITER_THREAD, daemon=True)
+        self._thread.start()
+        return self
+
+    def step(self) -> None:
+        """One write, in the calling thread."""
+        rng = self._rng
+        org = rng.choice(self._orgs)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        if rng.random() < 0.25:
+            statement: Any = (agent.update()
+                              .where(agent.c.id == rng.choice(self._agents[org]))
+                              .values(status=rng.choice(STATUSES), updated_at=now))
+            self.db.execute(statement)
+            self.status_changes += 1
+        else:
+            self.db.execute(message.insert().values(
+                organization_id=org, from_agent_id=rng.choice(self._agents[org]),
+                user_id=rng.choice(self._users[org]), channel=rng.choice(CHANNELS),
+                body=_body(rng), created_at=now))
+            self.messages += 1
+        self.writes += 1
+        self.first_write.set()
+
+    def _run(self) -> None:
+        from .errors import ClosedError
+
+        while not self._stop.wait(self.interval):
+            try:
+                self.step()
+            except ClosedError:
+                return
+            except Exception:
+                logger.exception("the demo writer failed to write; trying again")
+
+    def close(self) -> None:
+        """Stop and join the thread (idempotent)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+            if thread.is_alive():
+                logger.warning("%s did not stop within 10 s", WRITER_THREAD)
+
+    def __enter__(self) -> DemoWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def count(url_or_engine: str | Engine, table_name: str = "message") -> int:
+    """Rows of a demo table (for summaries)."""
+    engine, owned = _engine(url_or_engine)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(
+                metadata.tables[table_name])).scalar_one())
+    finally:
+        if owned:
+            engine.dispose()
+
+
+# -- the quickstart notebook ---------------------------------------------------------------
+
+QUICKSTART_CELLS: list[tuple[str, str]] = [
+    ("markdown", """\
+# reactive_nb quickstart
+
+Tables that keep themselves current. A `%%reactive` cell turns SQL into a live table:
+when a table it reads is written -- by this notebook, another kernel, a web app or
+`psql` -- it refreshes by itself, in the background, while you keep working.
+
+The database comes from the environment variable `REACTIVE_NB_URL` (default
+`sqlite:///demo.db`), so the notebook carries no credentials. `reactive-nb demo` sets it
+and keeps writing to the database while you watch."""),
+    ("code", "%load_ext reactive_nb"),
+    ("code", """\
+import os
+
+from reactive_nb import demo
+
+os.environ.setdefault("REACTIVE_NB_URL", "sqlite:///demo.db")
+if demo.ensure_demo(os.environ["REACTIVE_NB_URL"]):  # an empty database gets demo data
+    print("created demo data in", os.environ["REACTIVE_NB_URL"])"""),
+    ("markdown", """\
+`%reactive connect` without a URL reads `REACTIVE_NB_URL` (and `REACTIVE_NB_REDIS`).
+The connection is the variable `rnb_db`."""),
+    ("code", "%reactive connect"),
+    ("markdown", """\
+`:org` below is bound from the variable `org`: sent as a bound parameter, never pasted
+into the SQL. The live query is the variable `latest_messages`."""),
+    ("code", 'org = "acme"'),
+    ("code", """\
+%%reactive latest_messages --key id --priority high
+SELECT m.id, a.name AS agent, u.name AS customer, m.channel, m.body, m.created_at
+FROM message m
+JOIN agent a ON a.id = m.from_agent_id
+JOIN users u ON u.id = m.user_id
+WHERE m.organization_id = :org
+ORDER BY m.id DESC
+LIMIT 20"""),
+    ("code", """\
+%%reactive agents_by_status
+SELECT status, COUNT(*) AS agents
+FROM agent
+WHERE organization_id = :org
+GROUP BY status
+ORDER BY status"""),
+    ("markdown", """\
+Write a row: both tables above update on their own (no cell to re-run)."""),
+    ("code", """\
+rnb_db.execute(
+    "INSERT INTO message (organization_id, from_agent_id, user_id, channel, body, created_at) "
+    "VALUES (:org, (SELECT MIN(id) FROM agent WHERE organization_id = :org), "
+    "(SELECT MIN(id) FROM users WHERE organization_id = :org), 'chat', :body, CURRENT_TIMESTAMP)",
+    {"org": org, "body": "Hello from the quickstart"},
+)
+latest_messages.wait(timeout=10)
+latest_messages.df.head(3)"""),
+    ("code", "%reactive status"),
+]
+
+
+def write_quickstart(path: str | Path) -> Path:
+    """Write the quickstart notebook (outputs empty) to ``path``."""
+    import importlib
+
+    nbformat: Any = importlib.import_module("nbformat")  # untyped: keep mypy strict quiet
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for n, (kind, source) in enumerate(QUICKSTART_CELLS):
+        cell = (nbformat.v4.new_markdown_cell(source) if kind == "markdown"
+                else nbformat.v4.new_code_cell(source))
+        cell["id"] = f"quickstart-{n:02d}"
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(target))
+    return target

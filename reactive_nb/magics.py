@@ -1,0 +1,410 @@
+"""IPython magics: ``%load_ext reactive_nb``, ``%reactive ...`` and ``%%reactive NAME``.
+
+An analyst writes SQL in a cell and gets a live table bound to a variable. The SQL's
+``:name`` parameters are read from the notebook's variables and always sent as bound
+parameters, never formatted into the SQL. The extension's state (the connection and the
+live queries it made) lives on the shell object, so ``%reload_ext`` finds and closes it;
+``%unload_ext`` stops every thread the extension started.
+
+Loading stays light: SQLAlchemy, pandas and widgets are imported inside the magics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from .db import ReactiveDB
+    from .functions import ReactiveFunction
+    from .live import LiveQuery
+
+#: Attribute of the shell holding the extension's state.
+STATE_ATTR = "_reactive_nb_state"
+#: Variable of the user namespace bound to the connected ReactiveDB.
+DB_VARIABLE = "rnb_db"
+
+USAGE = """\
+reactive_nb magics
+
+%reactive connect [URL] [--redis URL] [--relations FILE.yaml|FILE.json]
+                  [--min-interval S] [--workers N]
+    Connect to a database. URL defaults to $REACTIVE_NB_URL and --redis to
+    $REACTIVE_NB_REDIS, so a notebook need not carry credentials. The ReactiveDB is
+    bound to the variable `rnb_db` (and returned: `db = %reactive connect`).
+    Connecting again closes the previous connection and its live queries.
+
+%%reactive NAME [--deps a,b] [--priority high|normal|low] [--ttl S] [--key COLS]
+                [--no-display]
+SELECT ... WHERE organization_id = :org
+    Define the reactive function NAME from the SQL of the cell and bind its live query
+    to the variable NAME. Each :param is read from the variable of the same name and
+    sent as a bound parameter. --deps lists the tables it depends on (default: the
+    tables it reads); --key names primary-key columns (to highlight changed rows).
+    Running the cell again replaces (closes) the previous live query.
+    A parameter followed by a PostgreSQL cast needs parentheses: (:id)::int.
+
+%reactive status                  a table of the live queries
+%reactive refresh [NAME|--all]    re-run one live query (or all) now
+%reactive priorities A B ...      refresh these functions first, in this order
+%reactive close                   close every live query and the connection
+%reactive --help                  this text
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as a one-line UsageError instead of exiting."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog=prog, add_help=False, allow_abbrev=False)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see %reactive --help)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first non-empty line of an error's message (database messages span several)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return type(exc).__name__
+
+
+def _sqlalchemy_error(exc: BaseException) -> BaseException | None:
+    """The SQLAlchemy error behind ``exc`` (pandas wraps it in its own DatabaseError)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SQLAlchemyError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _db_error(exc: BaseException) -> str:
+    """The database's own message (``DBAPIError.orig``) behind an error, on one line."""
+    found = _sqlalchemy_error(exc) or exc
+    orig = getattr(found, "orig", None)
+    return _one_line(orig if orig is not None else found)
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%reactive: cannot parse {line!r}: {exc}") from None
+
+
+class _State:
+    """What the extension opened in one shell: the connection and the magic's live queries."""
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        self.shell = shell
+        self.db: ReactiveDB | None = None
+        self.lives: dict[str, LiveQuery] = {}
+
+    def require_db(self) -> ReactiveDB:
+        if self.db is None or self.db.closed:
+            raise UsageError("not connected: run %reactive connect URL "
+                             "(or set REACTIVE_NB_URL and run %reactive connect)")
+        return self.db
+
+    def close_lives(self) -> None:
+        lives, self.lives = self.lives, {}
+        for live in lives.values():
+            live.close()
+
+    def close(self) -> None:
+        """Close every live query of the magic and the connection (idempotent)."""
+        self.close_lives()
+        db, self.db = self.db, None
+        if db is not None:
+            db.close()
+            if self.shell.user_ns.get(DB_VARIABLE) is db:
+                del self.shell.user_ns[DB_VARIABLE]
+
+
+@magics_class
+class ReactiveMagics(Magics):
+    """``%reactive`` (line) and ``%%reactive`` (cell)."""
+
+    def __init__(self, shell: InteractiveShell, state: _State) -> None:
+        super().__init__(shell)  # type: ignore[no-untyped-call]
+        self.state = state
+
+    @line_cell_magic  # type: ignore[untyped-decorator]
+    def reactive(self, line: str, cell: str | None = None) -> Any:
+        """Reactive SQL for notebooks; ``%reactive --help`` lists the commands."""
+        if cell is not None:
+            return self._define(line, cell)
+        words = _split(line)
+        if not words or words[0] in ("-h", "--help", "help"):
+            print(USAGE)
+            return None
+        command, rest = words[0], words[1:]
+        if command == "connect":
+            return self._connect(rest)
+        if command == "status":
+            self._status(rest)
+        elif command == "refresh":
+            self._refresh(rest)
+        elif command == "priorities":
+            self.state.require_db().priorities(rest)
+        elif command == "close":
+            if rest:
+                raise UsageError("%reactive close takes no arguments")
+            self.state.close()
+        else:
+            raise UsageError(f"%reactive: unknown command {command!r} "
+                             "(connect, status, refresh, priorities, close; see --help)")
+        return None
+
+    # -- connect ---------------------------------------------------------------------------
+
+    def _connect(self, words: list[str]) -> ReactiveDB:
+        parser = _Parser("%reactive connect")
+        parser.add_argument("url", nargs="?")
+        parser.add_argument("--redis")
+        parser.add_argument("--relations")
+        parser.add_argument("--min-interval", type=float, default=0.05)
+        parser.add_argument("--workers", type=int, default=4)
+        args = parser.parse_args(words)
+        url = args.url or os.environ.get("REACTIVE_NB_URL")
+        if not url:
+            raise UsageError("%reactive connect: give a database URL, or set REACTIVE_NB_URL")
+        redis = args.redis or os.environ.get("REACTIVE_NB_REDIS") or None
+        relations = _load_relations(args.relations) if args.relations else None
+
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .db import connect
+
+        try:
+            db = connect(url, relations=relations, redis=redis, min_interval=args.min_interval,
+                         workers=args.workers)
+        except SQLAlchemyError as exc:
+            raise UsageError(f"%reactive connect: {_db_error(exc)}") from None
+        except (ValueError, ImportError, OSError) as exc:
+            raise UsageError(f"%reactive connect: {_one_line(exc)}") from None
+        self.state.close()  # only once the new connection works
+        self.state.db = db
+        self.state.shell.user_ns[DB_VARIABLE] = db
+        return db
+
+    # -- %%reactive ------------------------------------------------------------------------
+
+    def _define(self, line: str, sql: str) -> None:
+        parser = _Parser("%%reactive")
+        parser.add_argument("name")
+        parser.add_argument("--deps")
+        parser.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
+        parser.add_argument("--ttl", type=float)
+        parser.add_argument("--key")
+        parser.add_argument("--no-display", action="store_true")
+        args = parser.parse_args(_split(line))
+        name: str = args.name
+        where = f"%%reactive {name}"
+        if not name.isidentifier():
+            raise UsageError(f"{where}: NAME must be a Python identifier (it names a variable)")
+        if not sql.strip():
+            raise UsageError(f"{where}: the cell has no SQL")
+        db = self.state.require_db()
+        params = _parameters(sql, where)
+        ns = self.state.shell.user_ns
+        missing = [p for p in params if p not in ns]
+        if missing:
+            listed = ", ".join(f":{p}" for p in missing)
+            plural = "s" if len(missing) > 1 else ""
+            raise UsageError(f"{where}: no variable for parameter{plural} {listed}; "
+                             f"define {' and '.join(missing)} first")
+        inputs = {p: ns[p] for p in params}
+        deps = [d.strip() for d in args.deps.split(",") if d.strip()] if args.deps else None
+
+        from .errors import ReactiveError
+        from .tenants import current_tenant
+
+        try:
+            fn = db.reactive(name=name, dependencies=deps, ttl=args.ttl,
+                             priority=args.priority)(
+                _sql_handler(db, sql, params))
+            values = fn.validate(**inputs)
+            key = fn.key_for(values)
+            tenant = db.check_tenant(current_tenant())
+            # Run once here: a SQL error shows in this cell, the dependencies are learned
+            # now, and the live query starts from this (cached, fresh) result.
+            columns = list(fn.fetch(tenant, values, key=key, force=True).df.columns)
+        except Exception as exc:
+            if _sqlalchemy_error(exc) is not None:
+                raise UsageError(f"{where}: {_db_error(exc)}") from None
+            if isinstance(exc, ReactiveError | ValueError | TypeError):
+                raise UsageError(f"{where}: {_one_line(exc)}") from None
+            raise
+        primary_key = tuple(c.strip() for c in (args.key or "").split(",") if c.strip())
+        unknown = [c for c in primary_key if c not in columns]
+        if unknown:
+            raise UsageError(f"{where}: --key {unknown[0]!r} is not a column of the result "
+                             f"({', '.join(map(str, columns))})")
+        live = db.live_query(fn, values, key, tenant, args.priority)
+        live.primary_key = primary_key or None
+        previous = self.state.lives.get(name)
+        self.state.lives[name] = live
+        ns[name] = live
+        if previous is not None and previous is not live:
+            previous.close()
+        if not args.no_display:
+            from IPython.display import display
+
+            display(live)  # type: ignore[no-untyped-call]
+
+    # -- status and refresh ----------------------------------------------------------------
+
+    def _status(self, words: list[str]) -> None:
+        if words:
+            raise UsageError("%reactive status takes no arguments")
+        db = self.state.require_db()
+        from IPython.display import display
+
+        from ._frames import pandas
+
+        rows = [_status_row(name, live) for name, live in self.state.lives.items()]
+        columns = ["name", "inputs", "watched tables", "status", "runs", "last run ms",
+                   "hit rate", "visible"]
+        frame = pandas().DataFrame(rows, columns=columns)
+        display(frame)  # type: ignore[no-untyped-call]
+        if not rows and db.functions:
+            print("(no live query from %%reactive; functions: "
+                  + ", ".join(sorted(db.functions)) + ")")
+
+    def _refresh(self, words: list[str]) -> None:
+        parser = _Parser("%reactive refresh")
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("--all", action="store_true")
+        args = parser.parse_args(words)
+        self.state.require_db()
+        if args.name and args.all:
+            raise UsageError("%reactive refresh: give a NAME or --all, not both")
+        if not args.name:
+            for live in self.state.lives.values():
+                live.refresh()
+            return
+        chosen = self.state.lives.get(args.name)
+        if chosen is None:
+            from .errors import closest
+
+            hint = closest(args.name, self.state.lives)
+            raise UsageError(f"%reactive refresh: no live query named {args.name!r}"
+                             + (f" (did you mean {hint!r}?)" if hint else ""))
+        chosen.refresh()
+
+
+def _parameters(sql: str, where: str) -> list[str]:
+    """The ``:name`` bind parameters of the SQL, as SQLAlchemy's ``text()`` finds them
+    (``::int`` casts and ``\\:`` escapes are not parameters)."""
+    from sqlalchemy import text
+
+    names = list(text(sql).compile().params)
+    import keyword
+
+    bad = [n for n in names if keyword.iskeyword(n) or not n.isidentifier()]
+    if bad:
+        raise UsageError(f"{where}: parameter :{bad[0]} cannot name a Python variable; rename it")
+    return names
+
+
+def _sql_handler(db: ReactiveDB, sql: str, params: list[str]) -> Any:
+    """A handler taking exactly the SQL's parameters (keyword-only), running it bound."""
+    import inspect
+
+    def handler(**inputs: Any) -> Any:
+        return db.read_sql(sql, inputs)
+
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in params])
+    return handler
+
+
+def _status_row(name: str, live: LiveQuery) -> dict[str, Any]:
+    from .events import ALL_TABLES
+
+    fn: ReactiveFunction = live.function
+    stats = fn.stats.as_dict()
+    last = stats["last_ms"]
+    return {
+        "name": name,
+        "inputs": json.dumps(live.inputs, default=repr, ensure_ascii=False),
+        "watched tables": ", ".join(sorted(fn.watched - {ALL_TABLES})),
+        "status": live.status,
+        "runs": live.runs,
+        "last run ms": None if last is None else round(last, 1),
+        "hit rate": round(stats["hit_rate"], 3),
+        "visible": live.visible,
+    }
+
+
+def _load_relations(path: str) -> dict[str, list[str]]:
+    """Relations from a YAML or JSON file: ``{table: [related, ...]}``."""
+    where = "%reactive connect --relations"
+    if not path.endswith((".yaml", ".yml", ".json")):
+        raise UsageError(f"{where}: {path} must end with .yaml, .yml or .json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # JSON or YAML syntax (yaml.YAMLError: yaml loads lazily)
+        raise UsageError(f"{where}: {path}: {_one_line(exc)}") from None
+    if not isinstance(data, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, str) for i in v) for v in data.values()):
+        raise UsageError(f"{where}: {path} must map each table to a list of table names")
+    return {str(k): list(v) for k, v in data.items()}
+
+
+# -- extension entry points ----------------------------------------------------------------
+
+
+def load_ipython_extension(ip: InteractiveShell) -> None:
+    """``%load_ext reactive_nb``: register ``%reactive`` / ``%%reactive``."""
+    state = getattr(ip, STATE_ATTR, None)
+    if state is None:
+        state = _State(ip)
+        setattr(ip, STATE_ATTR, state)
+    ip.register_magics(ReactiveMagics(ip, state))  # type: ignore[no-untyped-call]
+
+
+def unload_ipython_extension(ip: InteractiveShell) -> None:
+    """``%unload_ext reactive_nb``: close the live queries and the connection, stop every
+    thread the extension started, and remove the magics."""
+    state: _State | None = getattr(ip, STATE_ATTR, None)
+    if state is not None:
+        try:
+            state.close()
+        finally:
+            delattr(ip, STATE_ATTR)
+    table = sys.modules.get("reactive_nb.widgets.table")
+    if table is not None:
+        table.stop_flush_thread()
+    manager = ip.magics_manager
+    if manager is None:
+        return
+    for kind in ("line", "cell"):
+        manager.magics[kind].pop("reactive", None)
+    manager.registry.pop(ReactiveMagics.__name__, None)

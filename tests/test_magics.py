@@ -1,0 +1,302 @@
+"""The IPython magics in a real IPython shell, on a SQLite file.
+
+Covers %load_ext / %unload_ext / %reload_ext, %reactive connect, %%reactive (bound
+parameters, one-line errors, replacing a cell's live query), status, refresh, priorities,
+close, and that loading the extension stays light (a fresh subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import teamhub
+from IPython.core.error import UsageError
+from IPython.testing import globalipapp
+from IPython.utils.capture import capture_output
+
+from reactive_nb.live import LiveQuery
+from reactive_nb.magics import _parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTS = ("%%reactive agents --no-display\n"
+          "SELECT id, name FROM agent WHERE organization_id = :org ORDER BY id")
+
+
+def our_threads() -> list[str]:
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith("reactive_nb-") and t.is_alive()]
+
+
+def settle_threads(timeout: float = 5.0) -> list[str]:
+    """Join our threads that are stopping; return the names still alive after ``timeout``."""
+    for thread in [t for t in threading.enumerate() if t.name.startswith("reactive_nb-")]:
+        thread.join(timeout=timeout)
+    return our_threads()
+
+
+@pytest.fixture
+def ip(sqlite_url: str) -> Iterator[Any]:
+    """The global IPython shell with reactive_nb loaded and connected to a teamhub file."""
+    teamhub.create(sqlite_url)
+    globalipapp.start_ipython()  # once per process; later calls return None
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "reactive_nb")
+    shell.user_ns["URL"] = sqlite_url
+    try:
+        yield shell
+    finally:
+        if "reactive_nb" in shell.extension_manager.loaded:
+            shell.run_line_magic("unload_ext", "reactive_nb")
+        shell.reset(new_session=False)
+
+
+def run(shell: Any, source: str) -> Any:
+    result = shell.run_cell(source)
+    if result.error_in_exec is not None or result.error_before_exec is not None:
+        raise AssertionError(f"cell failed: {result.error_in_exec or result.error_before_exec}")
+    return result
+
+
+def connect(shell: Any) -> Any:
+    run(shell, "%reactive connect $URL")
+    return shell.user_ns["rnb_db"]
+
+
+def error_lines(shell: Any, source: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Run a cell expected to fail with a UsageError; return what it printed on stderr."""
+    capsys.readouterr()
+    result = shell.run_cell(source)
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    err = capsys.readouterr().err
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_cell_defines_a_live_query_that_follows_writes(ip: Any) -> None:
+    db = connect(ip)
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    live = ip.user_ns["agents"]
+    assert isinstance(live, LiveQuery)
+    assert live.function.name == "agents"
+    assert live.inputs == {"org": "acme"}
+    assert '"org":"acme"' in live.key
+    assert live.function.watched - {"*"} == {"agent"}
+    assert list(live.wait(5).df["name"]) == ["ada", "bob"]
+
+    db.execute("INSERT INTO agent (id, organization_id, name) VALUES (9, 'acme', 'zed')")
+    assert list(live.wait(5).df["name"]) == ["ada", "bob", "zed"]
+
+
+def test_parameters_are_bound_never_formatted(ip: Any) -> None:
+    db = connect(ip)
+    for value in ("' OR '1'='1", "'; DROP TABLE agent; --"):
+        ip.user_ns["org"] = value
+        run(ip, AGENTS)
+        assert ip.user_ns["agents"].wait(5).df.empty, value  # formatted, the first would match all
+    assert int(db.read_sql("SELECT COUNT(*) AS n FROM agent")["n"][0]) == 3
+
+
+def test_parameters_found_by_sqlalchemy() -> None:
+    assert _parameters("SELECT a::int FROM t WHERE b = :org AND c = (:n)::int", "x") == ["org", "n"]
+    assert _parameters("SELECT 1 WHERE t = '12:30' AND u = :u AND u2 = :u", "x") == ["u"]
+    with pytest.raises(UsageError, match="class"):
+        _parameters("SELECT :class", "x")
+
+
+def test_missing_variable_is_one_line_naming_it(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    lines = error_lines(ip, "%%reactive q\nSELECT * FROM agent WHERE organization_id = :team_name",
+                        capsys)
+    assert len(lines) == 1, lines
+    assert ":team_name" in lines[0] and lines[0].startswith("UsageError:")
+    assert "q" not in ip.user_ns
+
+
+def test_sql_error_shows_the_database_message(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    lines = error_lines(ip, "%%reactive q\nSELECT * FROM agentz", capsys)
+    assert lines == ["UsageError: %%reactive q: no such table: agentz"]
+
+
+def test_rerunning_a_cell_closes_the_previous_live_query(ip: Any) -> None:
+    db = connect(ip)
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    first = ip.user_ns["agents"].wait(5)
+    run(ip, AGENTS.replace("ORDER BY id", "ORDER BY id DESC"))
+    second = ip.user_ns["agents"].wait(5)
+    assert second is not first
+    assert first.closed and not second.closed
+    assert list(second.df["name"]) == ["bob", "ada"]  # the new SQL, not the old cached frame
+
+    db.execute("INSERT INTO agent (id, organization_id, name) VALUES (9, 'acme', 'zed')")
+    assert list(second.wait(5).df["name"]) == ["zed", "bob", "ada"]
+    assert len(first.df) == 2  # closed: no longer refreshed
+
+
+def test_cell_displays_the_widget_and_sets_the_key(ip: Any) -> None:
+    connect(ip)
+    ip.user_ns["org"] = "acme"
+    with capture_output() as captured:
+        run(ip, AGENTS.replace("--no-display", "--key id --priority high"))
+    assert "application/vnd.jupyter.widget-view+json" in captured.outputs[0].data
+    live = ip.user_ns["agents"]
+    assert live.primary_key == ("id",)
+    assert live.priority == "high"
+
+
+def test_key_must_name_a_column(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    ip.user_ns["org"] = "acme"
+    lines = error_lines(ip, AGENTS.replace("--no-display", "--key ident"), capsys)
+    assert lines == ["UsageError: %%reactive agents: --key 'ident' is not a column of the "
+                     "result (id, name)"]
+
+
+def test_declared_dependencies_and_ttl(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    run(ip, "%%reactive counts --deps agent,tool --ttl 60 --no-display\n"
+            "SELECT COUNT(*) AS n FROM agent")
+    fn = ip.user_ns["counts"].function
+    assert fn.watched - {"*"} == {"agent", "tool"} and fn.ttl == 60
+    lines = error_lines(ip, "%%reactive c2 --deps agnet\nSELECT 1", capsys)
+    assert len(lines) == 1 and "did you mean 'agent'" in lines[0]
+
+
+def test_status_refresh_priorities(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    db = connect(ip)
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    live = ip.user_ns["agents"].wait(5)
+
+    with capture_output() as captured, pd.option_context("display.width", 1000,
+                                                         "display.max_columns", 20):
+        run(ip, "%reactive status")
+    shown = captured.outputs[0].data["text/plain"]
+    for text in ("watched tables", "hit rate", "last run ms", "visible", "agents", "fresh",
+                 '{"org": "acme"}'):
+        assert text in shown
+
+    refreshed = threading.Event()
+    live.observe(lambda change: refreshed.set(), names=["runs"])
+    runs = live.runs
+    run(ip, "%reactive refresh agents")
+    assert refreshed.wait(5) and live.runs == runs + 1
+    refreshed.clear()
+    run(ip, "%reactive refresh --all")
+    assert refreshed.wait(5)
+    lines = error_lines(ip, "%reactive refresh agnets", capsys)
+    assert lines == ["UsageError: %reactive refresh: no live query named 'agnets' "
+                     "(did you mean 'agents'?)"]
+
+    run(ip, "%reactive priorities agents other")
+    assert db.scheduler._explicit == {"agents": 0, "other": 1}
+
+
+def test_close_closes_everything(ip: Any) -> None:
+    db = connect(ip)
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    live = ip.user_ns["agents"].wait(5)
+    run(ip, "%reactive close")
+    assert live.closed and db.closed and "rnb_db" not in ip.user_ns
+    assert settle_threads() == []
+
+
+def test_usage_and_unknown_commands(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    for line in ("%reactive", "%reactive --help"):
+        capsys.readouterr()
+        run(ip, line)
+        assert "%%reactive NAME" in capsys.readouterr().out
+    assert len(error_lines(ip, "%reactive frobnicate", capsys)) == 1
+    assert len(error_lines(ip, "%reactive connect --workers many", capsys)) == 1
+    lines = error_lines(ip, "%%reactive agents\nSELECT 1", capsys)
+    assert lines[0].startswith("UsageError: not connected")
+
+
+def test_connect_from_environment_and_reconnect(
+        ip: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("REACTIVE_NB_URL", raising=False)
+    monkeypatch.delenv("REACTIVE_NB_REDIS", raising=False)
+    assert "REACTIVE_NB_URL" in error_lines(ip, "%reactive connect", capsys)[0]
+    monkeypatch.setenv("REACTIVE_NB_URL", ip.user_ns["URL"])
+    run(ip, "%reactive connect")
+    first = ip.user_ns["rnb_db"]
+    assert str(first.engine.url) == ip.user_ns["URL"]
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    live = ip.user_ns["agents"]
+    run(ip, "%reactive connect --workers 2 --min-interval 0.01")
+    second = ip.user_ns["rnb_db"]
+    assert second is not first and first.closed and live.closed and not second.closed
+    # A failed reconnect keeps the working connection.
+    lines = error_lines(ip, "%reactive connect nosuchdialect://x", capsys)
+    assert len(lines) == 1 and not second.closed and ip.user_ns["rnb_db"] is second
+
+
+def test_connect_with_a_relations_file(
+        ip: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rel.yaml").write_text("agent: [message]\n")
+    (tmp_path / "bad.json").write_text(json.dumps({"agent": ["mesage"]}))
+    ip.user_ns["REL"], ip.user_ns["BAD"] = str(tmp_path / "rel.yaml"), str(tmp_path / "bad.json")
+    run(ip, "%reactive connect $URL --relations $REL")
+    run(ip, "%%reactive msgs --no-display\nSELECT * FROM message")
+    assert ip.user_ns["msgs"].function.watched - {"*"} == {"message", "agent"}
+    lines = error_lines(ip, "%reactive connect $URL --relations $BAD", capsys)
+    assert len(lines) == 1 and "did you mean 'message'" in lines[0]
+
+
+def test_unload_stops_every_thread_and_removes_the_magics(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    ip.user_ns["org"] = "acme"
+    with capture_output():
+        run(ip, AGENTS.replace(" --no-display", ""))  # a widget too: its flush thread
+    live = ip.user_ns["agents"].wait(5)
+    assert our_threads()
+    ip.run_line_magic("unload_ext", "reactive_nb")
+    assert live.closed and settle_threads() == []
+    assert "Line magic function `%reactive` not found" in error_lines(ip, "%reactive", capsys)[0]
+
+
+def test_reload_closes_the_old_state_and_works(ip: Any) -> None:
+    old_db = connect(ip)
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    old = ip.user_ns["agents"].wait(5)
+    ip.run_line_magic("reload_ext", "reactive_nb")
+    assert old.closed and old_db.closed and settle_threads() == []
+    db = connect(ip)
+    run(ip, AGENTS)
+    db.execute("INSERT INTO agent (id, organization_id, name) VALUES (9, 'acme', 'zed')")
+    assert list(ip.user_ns["agents"].wait(5).df["name"]) == ["ada", "bob", "zed"]
+
+
+def test_load_ext_is_light() -> None:
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "import reactive_nb\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'reactive_nb')\n"
+        "assert 'reactive' in ip.magics_manager.magics['cell']\n"
+        "print(sorted(m for m in ('jupyterlab', 'pandas', 'sqlalchemy', 'anywidget', 'redis')"
+        " if m in sys.modules))\n"
+    )
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
