@@ -448,3 +448,16 @@ def test_redefined_function_does_not_serve_old_results(db: rnb.ReactiveDB) -> No
     assert again.stats.runs == 0  # same definition: a cache hit
     edited = define("SELECT name FROM agent ORDER BY id")
     assert list(edited()["name"]) == ["ada", "bob", "cy"]  # the edit is not served stale
+
+
+def test_registered_tenants_reject_unknown_names(db_url: str) -> None:
+    create(db_url)
+    with rnb.connect(db_url, tenants=["acme", "globex"]) as db:
+        fns = define(db)
+        with db.tenant("acme"):
+            assert len(fns["agent"][0]()) == 3
+        unknown = r"unknown tenant 'acm' \(did you mean 'acme'\?\)"
+        with pytest.raises(rnb.TenantNotFound, match=unknown), db.tenant("acm"):
+            pass
+        with pytest.raises(rnb.TenantNotFound):
+            fns["agent"][0].live(tenant="initech")
