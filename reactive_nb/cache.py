@@ -122,7 +122,26 @@ class _WarnOnce:
 
 
 def _frame_nbytes(df: pd.DataFrame) -> int:
-    return int(df.memory_usage(deep=True, index=True).sum())
+    """``df.memory_usage(deep=True).sum()``, computed per block instead of per column.
+
+    The public call builds a Series per column and costs ~0.3 ms whatever the row count,
+    most of a small query's miss overhead; summing the blocks gives the same number in a
+    few microseconds. It uses pandas internals, so anything unexpected falls back.
+    """
+    try:
+        import numpy as np
+        from pandas._libs import lib
+
+        total = int(df.index.memory_usage(deep=True))
+        for block in df._mgr.blocks:
+            values = block.values
+            total += int(values.nbytes)
+            if values.dtype == object:
+                objects = lib.memory_usage_of_objects  # type: ignore[attr-defined]
+                total += int(objects(np.asarray(values).ravel()))
+        return total
+    except Exception:
+        return int(df.memory_usage(deep=True, index=True).sum())
 
 
 def _copy_on_write() -> bool:
@@ -249,7 +268,8 @@ def to_arrow_bytes(df: pd.DataFrame) -> bytes:
     """The frame, index included, as an Arrow IPC stream."""
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(df, preserve_index=True)
+    # None: a RangeIndex is kept as metadata only, any other index as columns.
+    table = pa.Table.from_pandas(df, preserve_index=None)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

@@ -66,16 +66,19 @@ class LiveQuery(traitlets.HasTraits):
 
     def _apply(self, values: dict[str, Any]) -> None:
         """Set traits from one refresh step (called by the scheduler, lock released)."""
+        # Only what changed is set: trait validation is most of a change's scheduling cost.
+        df, error, status = values.get("df"), values.get("error"), values["status"]
         with self.hold_trait_notifications():
-            df = values.get("df")
             if df is not None and df is not self.df:
                 self.df = df
             if "updated_at" in values:
                 self.updated_at = values["updated_at"]
             if values.get("ran"):
                 self.runs += 1
-            self.error = values.get("error")
-            self.status = values["status"]
+            if error != self.error:
+                self.error = error
+            if status != self.status:
+                self.status = status
 
     # -- user side -------------------------------------------------------------------------
 

@@ -431,3 +431,20 @@ def test_redis_clear_leaves_other_keys(redis_client: Any, redis_prefix: str) -> 
     assert other.get("acme", "k") is not None
     other.clear()
     assert cache.nbytes == -1
+
+
+def test_byte_count_matches_pandas_deep_memory_usage() -> None:
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+
+    from reactive_nb.cache import _frame_nbytes
+
+    df = pd.DataFrame({
+        "i": np.arange(100), "f": np.random.default_rng(1).random(100),
+        "s": [f"text {i}" for i in range(100)], "t": pd.date_range("2026", periods=100),
+        "n": pd.array([1, None] * 50, dtype="Int64"),
+        "d": [decimal.Decimal(i) for i in range(100)],
+    }, index=pd.Index([f"k{i}" for i in range(100)], name="key"))
+    assert _frame_nbytes(df) == int(df.memory_usage(deep=True, index=True).sum())
