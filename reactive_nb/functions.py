@@ -228,8 +228,9 @@ class ReactiveFunction:
                 owner.store_failed(exc)
         return Fetched(df.copy(deep=False), False, versions)
 
-    def peek(self, tenant: str, key: str) -> tuple[pd.DataFrame, bool] | None:
-        """The cached frame (fresh or not) and whether it is fresh; None when not cached."""
+    def peek(self, tenant: str, key: str) -> tuple[pd.DataFrame, bool, float] | None:
+        """The cached frame (fresh or not), whether it is fresh, and when it was computed
+        (``time.time()``); None when not cached."""
         owner = self._owner
         if not self.cache_enabled:
             return None
@@ -237,7 +238,7 @@ class ReactiveFunction:
             entry = owner.cache.get(tenant, key)
             if entry is None or entry.versions.get(DEFINITION) != self.fingerprint:
                 return None
-            return entry.df, self._current(tenant, entry.versions)
+            return entry.df, self._current(tenant, entry.versions), entry.created_at
         except owner.store_errors as exc:
             owner.store_failed(exc)
             return None

@@ -47,6 +47,7 @@ class LiveQuery(traitlets.HasTraits):
         # _reports guards nothing but itself: token -> (visible, reported at monotonic time)
         self._reports: dict[str, tuple[bool | None, float]] = {}
         self._reports_lock = threading.Lock()
+        self._state_lock = threading.Lock()  # one _apply at a time vs snapshot()
         self._widget: Any = None
 
     @property
@@ -67,8 +68,10 @@ class LiveQuery(traitlets.HasTraits):
     def _apply(self, values: dict[str, Any]) -> None:
         """Set traits from one refresh step (called by the scheduler, lock released)."""
         # Only what changed is set: trait validation is most of a change's scheduling cost.
+        # The lock makes one update atomic for snapshot(); observers run after it is
+        # released (hold_trait_notifications delivers on exit of the outer block).
         df, error, status = values.get("df"), values.get("error"), values["status"]
-        with self.hold_trait_notifications():
+        with self.hold_trait_notifications(), self._state_lock:
             if df is not None and df is not self.df:
                 self.df = df
             if "updated_at" in values:
@@ -79,6 +82,11 @@ class LiveQuery(traitlets.HasTraits):
                 self.error = error
             if status != self.status:
                 self.status = status
+
+    def snapshot(self) -> tuple[Any, str, str | None, Any, int]:
+        """``(df, status, error, updated_at, runs)`` of one consistent moment."""
+        with self._state_lock:
+            return self.df, self.status, self.error, self.updated_at, self.runs
 
     # -- user side -------------------------------------------------------------------------
 

@@ -133,6 +133,10 @@ class Scheduler:
                 if peeked is None or not peeked[1]:
                     self._mark_stale_locked(group)
             update = self._snapshot(group)
+        if peeked is not None:
+            from datetime import datetime, timezone
+
+            update.values["updated_at"] = datetime.fromtimestamp(peeked[2], timezone.utc)
         self._push(update.members, update.values)
 
     def detach(self, live: LiveQuery) -> None:

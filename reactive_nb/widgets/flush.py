@@ -3,9 +3,9 @@
 Sources change on worker threads; if each observer pushed to its widget, several threads
 would write one widget at once (ipywidgets has no locks) and a hot table would flood the
 browser. Observers only mark a widget dirty here; this thread pushes each dirty widget's
-*latest* state, at most once per `interval` per widget: the first change after a quiet
-period goes out at once, later ones in the same window are coalesced into one push at
-its end.
+*latest* state: a new frame at most once per `interval` per widget (the first after a
+quiet period goes out at once, later ones in the same window are coalesced into one push
+at its end); a change of status alone goes out at once without opening that window.
 
 The thread starts with the first request and stops (joined) when the last registered
 widget unregisters, or by `stop()` (`reactive_nb.widgets.stop_flush_thread`).
@@ -24,9 +24,10 @@ THREAD_NAME = "reactive_nb-widget-flush"
 
 
 class Flushable(Protocol):
-    """What the flusher needs from a widget: push its latest state (never raises)."""
+    """What the flusher needs from a widget: push its latest state (never raises) and
+    say whether that push carried a new frame."""
 
-    def _flush(self) -> None: ...
+    def _flush(self) -> bool: ...
 
 
 class Flusher:
@@ -96,14 +97,17 @@ class Flusher:
                 ready = self._wait_for_due(stop)
                 if ready is None:
                     return
-                now = time.monotonic()
-                for widget in ready:
-                    self._last_push[widget] = now
             for widget in ready:
                 try:
-                    widget._flush()
+                    carried_frame = widget._flush()
                 except Exception:
                     logger.exception("pushing a live table failed")
+                    carried_frame = True
+                if carried_frame:
+                    # Only frames open the throttle window: a status change ("refreshing")
+                    # must not delay the frame that follows it a few ms later.
+                    with self._cond:
+                        self._last_push[widget] = time.monotonic()
 
     def _wait_for_due(self, stop: threading.Event) -> list[Flushable] | None:
         """With the lock held: block until some widget is due; None when stopping."""

@@ -192,13 +192,15 @@ function render({ model, el }) {
 
   function drawRows() {
     resetIfStale();
+    const columns = model.get("columns") || [];
+    scroll.hidden = columns.length === 0;
+    // Size the box first: geometry() reads its height to know how many rows fit.
+    const rowsShown = Math.max(1, Math.min(model.get("total_rows"), VISIBLE_ROWS));
+    const chrome = scroll.offsetHeight - scroll.clientHeight;
+    scroll.style.height = `${colsRow.offsetHeight + rowsShown * ROW_H + chrome}px`;
     const g = geometry();
     spacer.style.height = `${g.spacerH}px`;
-    const rowsShown = Math.max(1, Math.min(g.total, VISIBLE_ROWS));
-    const chrome = scroll.offsetHeight - scroll.clientHeight;
-    scroll.style.height = `${g.headH + rowsShown * ROW_H + chrome}px`;
     layer.style.transform = `translateY(${Math.max(0, g.layerTop)}px)`;
-    const columns = model.get("columns") || [];
     const lifetime = model.get("highlight_ms");
     const now = performance.now();
     const nodes = [];
@@ -227,7 +229,6 @@ function render({ model, el }) {
     empty.textContent =
       g.total > 0 ? "" : status === "loading" ? "loading…" : status === "error" ? "no data" : "no rows";
     empty.hidden = g.total > 0;
-    scroll.hidden = columns.length === 0;
     if (missing) request(g.first, g.n, false);
     trimCache(g.first, g.n);
   }

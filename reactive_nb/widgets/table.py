@@ -209,13 +209,18 @@ class LiveTable(anywidget.AnyWidget):
         """The source's latest state as trait values; recomputes the frame cache when
         the frame changed. Runs on the constructing thread, then on the flush thread."""
         src = self._source
-        df, status, error = src.df, src.status, src.error
+        snapshot = getattr(src, "snapshot", None)  # LiveQuery: all fields of one update
+        if callable(snapshot):
+            df, status, error, updated_at, runs = snapshot()
+        else:
+            df, status, error = src.df, src.status, src.error
+            updated_at, runs = src.updated_at, src.runs
         state: dict[str, Any] = {
             "name": str(getattr(src, "name", "") or ""),
             "status": str(status),
             "error": None if error is None else str(error),
-            "updated_at": _iso(src.updated_at),
-            "runs": int(src.runs),
+            "updated_at": _iso(updated_at),
+            "runs": int(runs),
         }
         with self._lock:
             previous = self._frame
@@ -237,13 +242,16 @@ class LiveTable(anywidget.AnyWidget):
         state["window"] = self.page(start, count, sort=sort if sort is not None else [])
         return state
 
-    def _flush(self) -> None:
-        """Push the latest state (flush thread only: the one writer of the traits)."""
+    def _flush(self) -> bool:
+        """Push the latest state (flush thread only: the one writer of the traits);
+        True when it carried a new frame."""
         with self._lock:
             if self._closed:
-                return
+                return False
         self.visible_state()  # lazy visibility decay
-        self._push(self._collect())
+        state = self._collect()
+        self._push(state)
+        return "version" in state
 
     def _push(self, state: dict[str, Any]) -> None:
         """Set the traits in one comm message. Tests wrap this to count pushes."""

@@ -31,7 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,18 +266,27 @@ def _wait_for_server(url: str, token: str, proc: subprocess.Popen[bytes], log: P
 
 
 @contextlib.contextmanager
-def start_lab(tmp: Path, *, pythonpath: tuple[Path, ...] = ()) -> Iterator[Lab]:
-    """Start JupyterLab (root: `tmp/root`) and Chromium; stop both on exit."""
+def start_lab(
+    tmp: Path, *, pythonpath: tuple[Path, ...] = (), env: Mapping[str, str | None] | None = None
+) -> Iterator[Lab]:
+    """Start JupyterLab (root: `tmp/root`) and Chromium; stop both on exit. `env` sets
+    (or, with None, removes) variables of the server's environment, which its kernels
+    inherit."""
     chromium = require_browser()
     from playwright.sync_api import sync_playwright
 
     root = tmp / "root"
     home = tmp / "home"
     root.mkdir()
-    env = dict(os.environ)
+    server_env = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            server_env.pop(name, None)
+        else:
+            server_env[name] = value
     for var, sub in _ISOLATED_DIRS.items():
         (home / sub).mkdir(parents=True)
-        env[var] = str(home / sub)
+        server_env[var] = str(home / sub)
     # No "get notified about Jupyter news?" toast over the screenshots (and no fetch).
     labconfig = home / _ISOLATED_DIRS["JUPYTER_CONFIG_DIR"] / "labconfig"
     labconfig.mkdir()
@@ -285,9 +294,9 @@ def start_lab(tmp: Path, *, pythonpath: tuple[Path, ...] = ()) -> Iterator[Lab]:
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
     )
     paths = [str(REPO), str(HERE), *map(str, pythonpath)]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    if server_env.get("PYTHONPATH"):
+        paths.append(server_env["PYTHONPATH"])
+    server_env["PYTHONPATH"] = os.pathsep.join(paths)
     port, token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
     log = tmp / "jupyterlab.log"
@@ -309,7 +318,7 @@ def start_lab(tmp: Path, *, pythonpath: tuple[Path, ...] = ()) -> Iterator[Lab]:
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             ],
             cwd=root,
-            env=env,
+            env=server_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
