@@ -66,8 +66,13 @@ class CacheEntry:
 class Cache(Protocol):
     """Where results are kept, per tenant and key."""
 
-    def get(self, tenant: str, key: str) -> CacheEntry | None:
-        """The entry, or None when it is missing or expired."""
+    def get(self, tenant: str, key: str,
+            valid: Callable[[Mapping[str, int]], bool] | None = None) -> CacheEntry | None:
+        """The entry, or None when it is missing, expired, or ``valid(versions)`` is False.
+
+        ``valid`` runs before the frame is copied or decoded, so a stale entry costs
+        neither; it is called without any lock held (it may talk to Redis).
+        """
         ...
 
     def set(
@@ -195,7 +200,8 @@ class MemoryCache:
         with self._lock:
             return len(self._entries)
 
-    def get(self, tenant: str, key: str) -> CacheEntry | None:
+    def get(self, tenant: str, key: str,
+            valid: Callable[[Mapping[str, int]], bool] | None = None) -> CacheEntry | None:
         now = self._clock()
         with self._lock:
             entry = self._entries.get((tenant, key))
@@ -205,7 +211,9 @@ class MemoryCache:
                 self._remove((tenant, key))
                 return None
             self._entries.move_to_end((tenant, key))
-            return replace(entry, df=_lazy_copy(entry.df))
+        if valid is not None and not valid(entry.versions):
+            return None
+        return replace(entry, df=_lazy_copy(entry.df))
 
     def set(
         self,
@@ -377,7 +385,8 @@ class RedisCache:
     def _key(self, tenant: str, key: str) -> str:
         return f"{self._prefix}:{{{tenant}}}:cache:{key}"
 
-    def get(self, tenant: str, key: str) -> CacheEntry | None:
+    def get(self, tenant: str, key: str,
+            valid: Callable[[Mapping[str, int]], bool] | None = None) -> CacheEntry | None:
         import redis as redis_lib
         from redis.client import NEVER_DECODE
 
@@ -394,10 +403,16 @@ class RedisCache:
         fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
         try:
             meta = self._parse_meta(fields.get("meta"))
-            expires_at = meta["expires_at"]
-            # Past expires_at is a miss even before Redis's EXPIRE (whole seconds) fires.
-            if expires_at is not None and self._clock() >= expires_at:
-                return None
+        except Exception as exc:  # anything unreadable is a miss, never an error
+            self._drop_corrupt(rkey, exc)
+            return None
+        expires_at = meta["expires_at"]
+        # Past expires_at is a miss even before Redis's EXPIRE (whole seconds) fires.
+        if expires_at is not None and self._clock() >= expires_at:
+            return None
+        if valid is not None and not valid(meta["versions"]):
+            return None  # stale: not worth decoding (errors of valid() are the caller's)
+        try:
             payload = fields.get("arrow")
             if not isinstance(payload, bytes):
                 raise _CorruptEntry("no arrow field")

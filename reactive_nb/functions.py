@@ -223,10 +223,10 @@ class ReactiveFunction:
         versions[DEFINITION] = self.fingerprint
         if self.cache_enabled and before is not None:
             try:
-                owner.cache.set(tenant, key, df, versions, self.ttl)
+                owner.cache.set(tenant, key, df, versions, self.ttl)  # stores its own copy
             except owner.store_errors as exc:
                 owner.store_failed(exc)
-        return Fetched(df.copy(deep=False), False, versions)
+        return Fetched(df, False, versions)
 
     def peek(self, tenant: str, key: str) -> tuple[pd.DataFrame, bool, float] | None:
         """The cached frame (fresh or not), whether it is fresh, and when it was computed
@@ -235,37 +235,38 @@ class ReactiveFunction:
         if not self.cache_enabled:
             return None
         try:
-            entry = owner.cache.get(tenant, key)
-            if entry is None or entry.versions.get(DEFINITION) != self.fingerprint:
+            entry = owner.cache.get(tenant, key,
+                                    lambda v: v.get(DEFINITION) == self.fingerprint)
+            if entry is None:
                 return None
             return entry.df, self._current(tenant, entry.versions), entry.created_at
         except owner.store_errors as exc:
             owner.store_failed(exc)
             return None
 
+    def _fresh(self, tenant: str, versions: Mapping[str, int]) -> bool:
+        """Same definition, and the stored table versions still match the live counters."""
+        if versions.get(DEFINITION) != self.fingerprint:
+            return False
+        return self._current(tenant, versions)
+
     def _current(self, tenant: str, versions: Mapping[str, int]) -> bool:
-        """Do the stored table versions still match the live counters?"""
         tables = {t: v for t, v in versions.items() if t != DEFINITION}
         return self._owner.versions.get(tenant, tables) == tables
 
     def _cached(self, tenant: str, key: str) -> Fetched | None:
         owner = self._owner
         try:
-            entry = owner.cache.get(tenant, key)
-            fresh = (entry is not None
-                     and entry.versions.get(DEFINITION) == self.fingerprint
-                     and self._current(tenant, entry.versions))
+            entry = owner.cache.get(tenant, key, lambda v: self._fresh(tenant, v))
         except owner.store_errors as exc:
             owner.store_failed(exc)
             return None
         with self.stats.lock:
-            if fresh:
+            if entry is not None:
                 self.stats.hits += 1
             else:
                 self.stats.misses += 1
-        if fresh and entry is not None:
-            return Fetched(entry.df, True, entry.versions)
-        return None
+        return None if entry is None else Fetched(entry.df, True, entry.versions)
 
     def run(self, inputs: Mapping[str, Any]) -> pd.DataFrame:
         """Run the handler (no cache), recording the tables it reads when inferring."""

@@ -448,3 +448,30 @@ def test_byte_count_matches_pandas_deep_memory_usage() -> None:
         "d": [decimal.Decimal(i) for i in range(100)],
     }, index=pd.Index([f"k{i}" for i in range(100)], name="key"))
     assert _frame_nbytes(df) == int(df.memory_usage(deep=True, index=True).sum())
+
+
+def test_validity_is_checked_before_the_frame_is_served(cache: Cache) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({"x": [1, 2, 3]})
+    cache.set("acme", "k", df, {"agent": 4}, None)
+    seen: list[dict[str, int]] = []
+
+    def stale(versions: object) -> bool:
+        seen.append(dict(versions))  # type: ignore[call-overload]
+        return False
+
+    assert cache.get("acme", "k", stale) is None
+    assert seen == [{"agent": 4}]
+    entry = cache.get("acme", "k", lambda versions: versions["agent"] == 4)
+    assert entry is not None and list(entry.df["x"]) == [1, 2, 3]
+
+    class Down(ConnectionError):
+        pass
+
+    def unreachable(versions: object) -> bool:
+        raise Down("versions store unreachable")
+
+    with pytest.raises(Down):  # the caller's error, not a corrupt entry
+        cache.get("acme", "k", unreachable)
+    assert cache.get("acme", "k") is not None  # and the entry was not dropped
