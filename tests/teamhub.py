@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -44,3 +45,19 @@ def define_agents(db: Any) -> Any:
                            o=organization_id)
 
     return agents
+
+
+def wait_for(live: Any, predicate: Any, timeout: float = 15.0) -> None:
+    """Block until ``predicate(live.df)`` holds, woken by ``df`` changes (no polling)."""
+    hit = threading.Event()
+
+    def check(_: object = None) -> None:
+        if live.df is not None and predicate(live.df):
+            hit.set()
+
+    live.observe(check, names=["df"])
+    check()
+    try:
+        assert hit.wait(timeout), f"condition not met; df was\n{live.df}"
+    finally:
+        live.unobserve(check, names=["df"])

@@ -13,22 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 import reactive_nb as rnb
-from tests.teamhub import create
-
-
-def wait_for(live: rnb.LiveQuery, predicate: object, timeout: float = 15.0) -> None:
-    hit = threading.Event()
-
-    def check(_: object = None) -> None:
-        if live.df is not None and predicate(live.df):  # type: ignore[operator]
-            hit.set()
-
-    live.observe(check, names=["df"])
-    check()
-    try:
-        assert hit.wait(timeout), f"condition not met; df was\n{live.df}"
-    finally:
-        live.unobserve(check, names=["df"])
+from tests.teamhub import create, wait_for
 
 
 def psycopg_write(pg_url: str, sql: str) -> None:

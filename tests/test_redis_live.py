@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import reactive_nb as rnb
-from tests.teamhub import create
+from tests.teamhub import create, wait_for
 from tests.teamhub import define_agents as define
 
 pytestmark = pytest.mark.redis
@@ -32,22 +32,6 @@ def run_process(body: str, **values: str) -> str:
                           timeout=60, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def wait_for(live: rnb.LiveQuery, predicate: object, timeout: float = 15.0) -> None:
-    """Block until predicate(live.df) holds, woken by df changes (no polling)."""
-    hit = threading.Event()
-
-    def check(_: object = None) -> None:
-        if live.df is not None and predicate(live.df):  # type: ignore[operator]
-            hit.set()
-
-    live.observe(check, names=["df"])
-    check()
-    try:
-        assert hit.wait(timeout), f"condition not met; df was\n{live.df}"
-    finally:
-        live.unobserve(check, names=["df"])
 
 
 @pytest.fixture
