@@ -1,5 +1,5 @@
 """Run the benchmarks and print every table as Markdown:
-``python -m benchmarks [--quick] [--only core,live,external]``.
+``python -m benchmarks [--quick] [--only core,live,external,widget]``.
 
 Benchmarks are not tests: a missed goal is reported (MISS), not an error. The exit
 status is 1 only when a benchmark crashed.
@@ -18,7 +18,8 @@ from typing import Protocol
 
 from .common import Settings, Table, machine_info
 
-SUITES = {"core": "bench_core", "live": "bench_live", "external": "bench_external"}
+SUITES = {"core": "bench_core", "live": "bench_live", "external": "bench_external",
+          "widget": "bench_widget"}
 
 
 class _Suite(Protocol):
