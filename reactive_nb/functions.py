@@ -201,7 +201,7 @@ class ReactiveFunction:
         chosen = priority or self.priority
         if chosen not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}, not {chosen!r}")
-        who = self._owner.check_tenant(tenant or current_tenant())
+        who = self._owner.check_tenant(current_tenant() if tenant is None else tenant)
         return self._owner.live_query(self, values, self.key_for(values), who, chosen)
 
     def fetch(self, tenant: str, inputs: Mapping[str, Any], *, key: str | None = None,

@@ -61,6 +61,10 @@ class TenantRegistry:
 
     def check(self, tenant: str) -> str:
         """Return ``tenant`` if it may be used; raise TenantNotFound (with a suggestion) if not."""
+        if not isinstance(tenant, str) or not tenant or "{" in tenant or "}" in tenant:
+            # Redis keys carry the tenant as a cluster hash tag: rnb:{tenant}:versions
+            raise ValueError(f"invalid tenant name {tenant!r}: a non-empty string "
+                             "without '{' or '}'")
         with self._lock:
             open_registry = not self._engines
             known = tenant in self._engines

@@ -461,3 +461,12 @@ def test_registered_tenants_reject_unknown_names(db_url: str) -> None:
             pass
         with pytest.raises(rnb.TenantNotFound):
             fns["agent"][0].live(tenant="initech")
+
+
+def test_tenant_names_that_would_break_redis_keys_are_refused(db: rnb.ReactiveDB) -> None:
+    fn, _ = define(db)["agent"]
+    for bad in ["", "a{b", "x}"]:
+        with pytest.raises(ValueError, match="invalid tenant name"), db.tenant(bad):
+            pass
+        with pytest.raises(ValueError, match="invalid tenant name"):
+            fn.live(tenant=bad)
