@@ -108,7 +108,8 @@ class ReactiveDB:
         from .scheduler import Scheduler
 
         self.scheduler: Scheduler = Scheduler(workers=workers, min_interval=min_interval,
-                                              follow=self.bus.follow)
+                                              follow=self.bus.follow,
+                                              unfollow=self.bus.unfollow)
         self._unsubscribe = self.bus.subscribe(self.scheduler.on_change)
         self._capture: LocalCapture | None = None
         if capture != "none":

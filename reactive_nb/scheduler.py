@@ -81,12 +81,14 @@ class Scheduler:
 
     def __init__(self, *, workers: int = 4, min_interval: float = 0.05,
                  follow: Callable[[str], None] | None = None,
+                 unfollow: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
         self.min_interval = min_interval
         self._follow = follow
+        self._unfollow = unfollow
         self._clock = clock
         # _lock guards every field below; it is held for dict/heap operations only, never
         # while running a handler, touching Redis or setting traits (which may send
@@ -146,6 +148,23 @@ class Scheduler:
                 group.members.discard(live)
                 if not group.members:
                     self._drop_locked(group)
+            emptied = live.tenant not in self._by_tenant
+        if emptied:
+            self._stop_following(live.tenant)
+
+    def _stop_following(self, tenant: str) -> None:
+        """Stop reading a tenant's changes once none of its live queries is left.
+
+        Outside the lock (it talks to Redis); a live query attached meanwhile may have
+        followed just before our unfollow, so the wish is re-checked afterwards.
+        """
+        if self._unfollow is None:
+            return
+        self._unfollow(tenant)
+        with self._lock:
+            wanted = tenant in self._by_tenant
+        if wanted and self._follow is not None:
+            self._follow(tenant)
 
     def reindex(self, fn: ReactiveFunction) -> None:
         """The function's watched tables changed (inferred dependencies grew)."""
@@ -195,13 +214,21 @@ class Scheduler:
                 for table in change.tables:
                     hit |= self._index.get((change.tenant, table), set())
                 affected = hit
+            dropped = False
             for group in affected:
+                if not group.members:  # its live queries were garbage-collected
+                    self._drop_locked(group)
+                    dropped = True
+                    continue
                 before = group.state
                 self._mark_stale_locked(group)
                 if group.state != before or group.dirty:
                     updates.append(self._snapshot(group))
+            emptied = dropped and change.tenant not in self._by_tenant
         for update in updates:
             self._push(update.members, update.values)
+        if emptied:
+            self._stop_following(change.tenant)
 
     def mark_tenant_stale(self, tenant: str) -> None:
         """Re-check everything a tenant's live queries watch (after a gap in the change feed)."""
@@ -281,6 +308,9 @@ class Scheduler:
         while self._ready:
             _, _, group = heapq.heappop(self._ready)
             if group.state == QUEUED:
+                if not group.members:  # garbage-collected meanwhile: nobody to refresh
+                    self._drop_locked(group)
+                    continue
                 return group
         return None
 

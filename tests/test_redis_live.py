@@ -192,3 +192,18 @@ def test_manual_cross_language_publish(shared: dict[str, str], redis_client: obj
                           {"tables": "agent", "origin": "cron"}, maxlen=10000, approximate=True)
         wait_for(live, lambda df: len(df) == 3)
         assert isinstance(live.df, pd.DataFrame)
+
+
+def test_a_tenant_is_followed_only_while_it_has_live_queries(shared: dict[str, str]) -> None:
+    with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=shared["prefix"]) as db:
+        agents = define(db)
+        acme = agents.live(organization_id="acme", tenant="acme").wait(10)
+        globex = agents.live(organization_id="globex", tenant="globex").wait(10)
+        assert {"acme", "globex"} <= set(db.bus._cursors)  # type: ignore[attr-defined]
+        globex.close()
+        assert "globex" not in db.bus._cursors  # type: ignore[attr-defined]
+        assert "acme" in db.bus._cursors  # type: ignore[attr-defined]
+        again = agents.live(organization_id="globex", tenant="globex").wait(10)
+        assert "globex" in db.bus._cursors  # type: ignore[attr-defined]
+        acme.close()
+        again.close()
