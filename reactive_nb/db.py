@@ -92,7 +92,11 @@ class ReactiveDB:
         self.closed = False
         self._functions: dict[str, ReactiveFunction] = {}
         self._lock = threading.Lock()  # guards _functions and _catalog replacement
-        self._warned_store = False
+        # Redis outage bookkeeping, guarded by _lock: whether we warned, and the version
+        # bumps that failed, applied before the store is trusted again (else a cached
+        # entry from before the outage would look fresh after a write made during it).
+        self._store_down = False
+        self._pending_bumps: dict[str, set[str]] = {}
         try:
             self._catalog = Catalog.inspect(self.engine)
             self.relations = RelationGraph.parse(relations, self._catalog)
@@ -280,6 +284,8 @@ class ReactiveDB:
         try:
             bumped = self.versions.bump(tenant, tables, once_id=once_id)
         except self.store_errors as exc:
+            with self._lock:
+                self._pending_bumps.setdefault(tenant, set()).update(tables)
             self.store_failed(exc)
             bumped = {}
         change = Change(tenant, tables)
@@ -383,10 +389,34 @@ class ReactiveDB:
         return self.tenants.check(tenant)
 
     def store_failed(self, exc: BaseException) -> None:
-        if not self._warned_store:
-            self._warned_store = True
+        """Redis failed: warn once per outage; results are served uncached meanwhile."""
+        with self._lock:
+            first, self._store_down = not self._store_down, True
+        if first:
             logger.warning("Redis is unreachable (%s): serving uncached results until it is "
                            "back", exc)
+
+    def store_ready(self) -> bool:
+        """May the cache and versions be used? Applies version bumps that failed during an
+        outage first; False while Redis is still unreachable."""
+        if not self._store_down:
+            return True
+        with self._lock:
+            pending, self._pending_bumps = self._pending_bumps, {}
+        try:
+            for tenant, tables in pending.items():
+                self.versions.bump(tenant, tables)
+        except self.store_errors as exc:
+            with self._lock:
+                for tenant, tables in pending.items():
+                    self._pending_bumps.setdefault(tenant, set()).update(tables)
+            self.store_failed(exc)
+            return False
+        with self._lock:
+            recovered, self._store_down = self._store_down, False
+        if recovered:
+            logger.info("Redis is reachable again: caching resumed")
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Cache hits, misses and hit rate, overall and per function."""

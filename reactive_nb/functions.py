@@ -57,6 +57,7 @@ class Owner(Protocol):
     def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]: ...
     def check_tenant(self, tenant: str) -> str: ...
     def store_failed(self, exc: BaseException) -> None: ...
+    def store_ready(self) -> bool: ...
     def dependencies_changed(self, fn: ReactiveFunction) -> None: ...
     def live_query(
         self, fn: ReactiveFunction, inputs: dict[str, Any], key: str, tenant: str,
@@ -209,15 +210,17 @@ class ReactiveFunction:
         """Serve from the cache when fresh, else run the handler and cache its result."""
         key = key or self.key_for(inputs)
         owner = self._owner
-        if self.cache_enabled and not force:
+        usable = owner.store_ready()
+        if usable and self.cache_enabled and not force:
             hit = self._cached(tenant, key)
             if hit is not None:
                 return hit
-        try:
-            before = owner.versions.snapshot(tenant)
-        except owner.store_errors as exc:
-            owner.store_failed(exc)
-            before = None
+        before: dict[str, int] | None = None
+        if usable:
+            try:
+                before = owner.versions.snapshot(tenant)
+            except owner.store_errors as exc:
+                owner.store_failed(exc)
         df = self.run(inputs)
         versions = {t: before.get(t, 0) for t in self.watched} if before is not None else {}
         versions[DEFINITION] = self.fingerprint
@@ -232,7 +235,7 @@ class ReactiveFunction:
         """The cached frame (fresh or not), whether it is fresh, and when it was computed
         (``time.time()``); None when not cached."""
         owner = self._owner
-        if not self.cache_enabled:
+        if not self.cache_enabled or not owner.store_ready():
             return None
         try:
             entry = owner.cache.get(tenant, key,

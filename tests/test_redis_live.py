@@ -111,9 +111,10 @@ def _free_port() -> int:
 class PrivateRedis:
     """A redis-server of this test's own, so it can be stopped and restarted for real."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, persist: bool = False) -> None:
         self.port = _free_port()
         self.tmp = tmp
+        self.persist = persist  # keep data across a restart (an outage, not a wipe)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,7 +124,8 @@ class PrivateRedis:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--dir", str(self.tmp)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
@@ -207,3 +209,31 @@ def test_a_tenant_is_followed_only_while_it_has_live_queries(shared: dict[str, s
         assert "globex" in db.bus._cursors  # type: ignore[attr-defined]
         acme.close()
         again.close()
+
+
+def test_write_during_an_outage_is_never_served_stale_after_it(
+        sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed")
+    create(sqlite_url)
+    server = PrivateRedis(tmp_path, persist=True)
+    server.start()
+    try:
+        with rnb.connect(sqlite_url, redis=server.url, capture="local") as db:
+            agents = define(db)
+            assert len(agents(organization_id="acme")) == 2  # cached in Redis
+            server.stop()
+            with caplog.at_level(logging.INFO):
+                db.execute("INSERT INTO agent (id, organization_id, name) "
+                           "VALUES (16, 'acme', 'during')")  # the version bump fails
+                assert len(agents(organization_id="acme")) == 3  # uncached meanwhile
+                server.start()  # the old entry and the old versions are back
+                hits = agents.stats.hits
+                for _ in range(3):
+                    assert len(agents(organization_id="acme")) == 3  # never the stale 2
+                assert agents.stats.hits > hits  # and the cache is in use again
+            store = [r.getMessage() for r in caplog.records if r.name == "reactive_nb.db"]
+            assert sum("Redis is unreachable" in m for m in store) == 1  # once per outage
+            assert any("Redis is reachable again" in m for m in store)
+    finally:
+        server.stop()
