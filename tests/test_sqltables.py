@@ -128,3 +128,41 @@ def test_sqlglot_logging_outside_analyze_is_untouched(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING, logger="sqlglot"):
         sqlglot.parse("REFRESH MATERIALIZED VIEW mv", read="postgres")
     assert any(r.name == "sqlglot" for r in caplog.records)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_written_tables_agrees_with_analyze(case: dict[str, Any]) -> None:
+    """The capture fast path reports exactly the written tables of the full analysis. It
+    may call a statement understood that the full analysis could not parse only when it
+    is a lone SELECT without INTO (it writes nothing; the database rejects bad SQL) or a
+    lone INSERT/UPDATE/DELETE whose one target it does name."""
+    from reactive_nb.sqltables import written_tables
+
+    writes, ok = written_tables(case["sql"], case["dialect"])
+    if case["ok"]:
+        assert ok and writes == frozenset(case["writes"])
+    elif ok:
+        lone_select = case["sql"].lstrip().upper().startswith("SELECT") and not writes
+        assert lone_select or writes == frozenset(case["writes"]) != frozenset()
+
+
+@pytest.mark.parametrize(("sql", "writes"), [
+    ("SELECT * FROM agent WHERE id = 12345", set()),
+    ("  -- a comment\n select 1;", set()),
+    ("INSERT INTO audit (id, note) VALUES (7, 'it''s; fine')", None),  # ';' in a literal
+    ("INSERT INTO audit (id, note) VALUES (7, 'x')", {"audit"}),
+    ('insert into "Public"."Audit Log" values (1)', {"public.audit log"}),
+    ("UPDATE agent a SET name = 'x' WHERE a.id = 1", {"agent"}),
+    ("UPDATE ONLY agent SET name = 'x'", {"agent"}),
+    ("DELETE FROM message m WHERE m.id IN (SELECT id FROM audit)", {"message"}),
+    ("DELETE FROM message", {"message"}),
+    ("SELECT id INTO archive FROM agent", {"archive"}),
+    ("UPDATE a, b SET a.x = b.x", {"a", "b"}),
+])
+def test_written_tables_fast_path(sql: str, writes: set[str] | None) -> None:
+    from reactive_nb.sqltables import analyze, written_tables
+
+    got, ok = written_tables(sql, "mysql" if "a, b" in sql else "postgres")
+    assert ok
+    expected = analyze(sql, "postgres").writes if writes is None else frozenset(writes)
+    assert got == expected

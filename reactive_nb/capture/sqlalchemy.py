@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 
 from ..events import ALL_TABLES
-from ..sqltables import analyze, sqlglot_dialect
+from ..sqltables import analyze, sqlglot_dialect, written_tables
 from ..tenants import current_tenant
 
 if TYPE_CHECKING:
@@ -93,14 +93,17 @@ class LocalCapture:
                        context: Any, executemany: bool) -> None:
         if conn._execution_options.get(INTERNAL):
             return
-        result = analyze(statement, self._dialect)
         reads = _reads.get()
-        if reads is not None and result.reads:
+        if reads is None:  # not inside a reactive function: only writes matter
+            writes, ok = written_tables(statement, self._dialect)
+        else:
+            result = analyze(statement, self._dialect)
             reads.update(self._canonical(t) for t in result.reads)
-        if result.ok:
-            if not result.writes:
+            writes, ok = result.writes, result.ok
+        if ok:
+            if not writes:
                 return
-            written = frozenset(self._canonical(t) for t in result.writes)
+            written = frozenset(self._canonical(t) for t in writes)
         else:
             self._warn_unparsed(statement)
             written = frozenset({ALL_TABLES})
