@@ -274,8 +274,12 @@ class ReactiveFunction:
     def run(self, inputs: Mapping[str, Any]) -> pd.DataFrame:
         """Run the handler (no cache), recording the tables it reads when inferring."""
         start = time.perf_counter()
+        reads: set[str] = set()
         try:
-            with self._owner.recording() as reads:
+            if self.declared is None:
+                with self._owner.recording() as reads:
+                    result = self.handler(**inputs)
+            else:  # declared dependencies: the statements' reads are not needed
                 result = self.handler(**inputs)
             df = to_frame(result, self.name)
         except BaseException:
