@@ -317,6 +317,13 @@ function render({ model, el }) {
   });
   observer.observe(root);
   document.addEventListener("visibilitychange", reportVisible);
+  // The first draw may run before the view is attached (Voila renders a widget whose state
+  // is already fresh, so no later change redraws it): redraw when the box gets its size.
+  const resize = new ResizeObserver(() => {
+    headerDrawn = null; // column widths too: text measured while detached uses a default font
+    schedule();
+  });
+  resize.observe(root);
   const heartbeat = setInterval(() => model.send({ type: "heartbeat" }), HEARTBEAT_MS);
   const ticker = setInterval(() => {
     ago.textContent = agoText(model.get("updated_at"));
@@ -331,6 +338,7 @@ function render({ model, el }) {
     clearTimeout(debounce);
     if (frame !== null) cancelAnimationFrame(frame);
     observer.disconnect();
+    resize.disconnect();
     document.removeEventListener("visibilitychange", reportVisible);
     scroll.removeEventListener("scroll", onScroll);
     for (const e of stateEvents) model.off(e, onState);

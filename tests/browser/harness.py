@@ -16,6 +16,10 @@ browser page and kernel, closed by `NotebookPage.close()` or at module end. The 
 with isolated JUPYTER_*/IPYTHONDIR/XDG directories under the temporary folder and with
 the repository root and this folder on PYTHONPATH (kernels import `reactive_nb` and the
 helper modules here).
+
+`start_voila(tmp, notebook, env=...)` does the same for a dashboard served by Voila:
+`voila.open()` loads it in a new browser page (Voila runs the notebook in a fresh kernel
+per page); on exit the server stops its kernels and none may be left running.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -247,6 +253,28 @@ class Lab:
             return json.loads(response.read() or b"null")
 
 
+def server_environment(
+    home: Path, *, pythonpath: tuple[Path, ...] = (), env: Mapping[str, str | None] | None = None
+) -> dict[str, str]:
+    """This process's environment for a Jupyter server and its kernels: `env` applied
+    (None removes a variable), the JUPYTER_*/IPYTHONDIR/XDG folders created under `home`,
+    and the repository root, this folder and `pythonpath` first on PYTHONPATH."""
+    server_env = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            server_env.pop(name, None)
+        else:
+            server_env[name] = value
+    for var, sub in _ISOLATED_DIRS.items():
+        (home / sub).mkdir(parents=True)
+        server_env[var] = str(home / sub)
+    paths = [str(REPO), str(HERE), *map(str, pythonpath)]
+    if server_env.get("PYTHONPATH"):
+        paths.append(server_env["PYTHONPATH"])
+    server_env["PYTHONPATH"] = os.pathsep.join(paths)
+    return server_env
+
+
 def _wait_for_server(url: str, token: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60.0
     request = urllib.request.Request(
@@ -278,25 +306,13 @@ def start_lab(
     root = tmp / "root"
     home = tmp / "home"
     root.mkdir()
-    server_env = dict(os.environ)
-    for name, value in (env or {}).items():
-        if value is None:
-            server_env.pop(name, None)
-        else:
-            server_env[name] = value
-    for var, sub in _ISOLATED_DIRS.items():
-        (home / sub).mkdir(parents=True)
-        server_env[var] = str(home / sub)
+    server_env = server_environment(home, pythonpath=pythonpath, env=env)
     # No "get notified about Jupyter news?" toast over the screenshots (and no fetch).
     labconfig = home / _ISOLATED_DIRS["JUPYTER_CONFIG_DIR"] / "labconfig"
     labconfig.mkdir()
     (labconfig / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
     )
-    paths = [str(REPO), str(HERE), *map(str, pythonpath)]
-    if server_env.get("PYTHONPATH"):
-        paths.append(server_env["PYTHONPATH"])
-    server_env["PYTHONPATH"] = os.pathsep.join(paths)
     port, token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
     log = tmp / "jupyterlab.log"
@@ -346,3 +362,189 @@ def start_lab(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+# -- Voila ----------------------------------------------------------------------------------
+
+
+class VoilaPage:
+    """A Voila dashboard in its own browser page, with its console errors collected."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.console_errors: list[str] = []
+        self.stubbed: list[str] = []  # offline: external stylesheets answered with nothing
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.console_errors.append(f"pageerror: {exc}"))
+
+    def _on_console(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            self.console_errors.append(f"console.error: {msg.text} ({msg.location})")
+
+    def screenshot(self, name: str, full_page: bool = False) -> Path:
+        path = screenshot_path(name)
+        self.page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    def assert_no_console_errors(self) -> None:
+        assert not self.console_errors, "browser console errors:\n" + "\n".join(self.console_errors)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.page.context.close()
+
+
+class Voila:
+    """A running Voila server (one notebook) and a Chromium browser."""
+
+    def __init__(self, url: str, token: str, browser: Browser, proc: subprocess.Popen[bytes],
+                 log: Path) -> None:
+        self.url = url
+        self.token = token
+        self.browser = browser
+        self.proc = proc
+        self.log = log
+        self.pages: list[VoilaPage] = []
+
+    def open(self, *, timeout: float = 60.0) -> VoilaPage:
+        """Open the dashboard in a new browser context: Voila starts a kernel and runs the
+        notebook while it serves the page; returns once the page has loaded.
+
+        Voila's "lab" template links Font Awesome from a CDN, unreachable in offline CI:
+        external stylesheets get an empty answer (listed in `stubbed`); any other external
+        request is aborted, so it shows as a console error."""
+        context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(timeout * 1000)
+        dashboard = VoilaPage(page)
+        self.pages.append(dashboard)
+
+        def offline(route: Any) -> None:
+            url = route.request.url
+            if urllib.parse.urlsplit(url).path.endswith(".css"):
+                dashboard.stubbed.append(url)
+                route.fulfill(status=200, content_type="text/css", body="")
+            else:
+                route.abort()
+
+        local = urllib.parse.urlsplit(self.url).netloc
+        context.route(lambda url: urllib.parse.urlsplit(url).netloc != local, offline)
+        page.goto(f"{self.url}/?token={self.token}")
+        return dashboard
+
+
+def _wait_for_voila(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until Voila serves its front end (a static file: no kernel is started)."""
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voila exited:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/voila/static/voila.js", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)  # polling a subprocess's port: no event to wait on
+    raise RuntimeError(f"voila did not answer within 60 s:\n{log.read_text()[-4000:]}")
+
+
+def _live_children(pid: int) -> list[int]:
+    """Pids of the running (not zombie) children of `pid`, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@contextlib.contextmanager
+def start_voila(
+    tmp: Path,
+    notebook: Path,
+    *,
+    pythonpath: tuple[Path, ...] = (),
+    env: Mapping[str, str | None] | None = None,
+) -> Iterator[Voila]:
+    """Serve `notebook` (copied to `tmp/root`) with Voila on a free port behind a token,
+    and start Chromium; stop both on exit. The server's environment is
+    `server_environment` (isolated Jupyter folders, `env` applied), which its kernels
+    inherit. On exit Voila gets SIGTERM (it shuts its kernels down); a kernel process
+    still running afterwards is killed and reported as an error."""
+    chromium = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    root = tmp / "root"
+    root.mkdir()
+    target = root / notebook.name
+    shutil.copyfile(notebook, target)
+    server_env = server_environment(tmp / "home", pythonpath=pythonpath, env=env)
+    port, token = free_port(), secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    log = tmp / "voila.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "voila",
+                str(target),
+                "--no-browser",
+                f"--port={port}",
+                "--Voila.port_retries=0",
+                "--Voila.ip=127.0.0.1",
+                f"--token={token}",
+                f"--Voila.connection_dir_root={tmp}",
+                "--show_tracebacks=True",
+            ],
+            cwd=root,
+            env=server_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    playwright: Playwright | None = None
+    voila: Voila | None = None
+    try:
+        _wait_for_voila(url, proc, log)
+        playwright = sync_playwright().start()
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        voila = Voila(url, token, browser, proc, log)
+        yield voila
+    finally:
+        if voila is not None:
+            for page in voila.pages:
+                page.close()
+            with contextlib.suppress(Exception):
+                voila.browser.close()
+        if playwright is not None:
+            playwright.stop()
+        kernels = _live_children(proc.pid)
+        proc.terminate()  # Voila shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        deadline = time.monotonic() + 10.0
+        while any(map(_alive, kernels)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a foreign process's exit: no event to wait on
+        leaked = [pid for pid in kernels if _alive(pid)]
+        for pid in leaked:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    if leaked:
+        raise RuntimeError(f"voila left kernel processes running (killed): {leaked}")
