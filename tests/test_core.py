@@ -479,3 +479,23 @@ def test_tenant_names_that_would_break_redis_keys_are_refused(db: rnb.ReactiveDB
             pass
         with pytest.raises(ValueError, match="invalid tenant name"):
             fn.live(tenant=bad)
+
+
+def test_two_reactive_dbs_on_one_engine_unhook_cleanly(db_url: str) -> None:
+    from sqlalchemy import create_engine
+
+    create(db_url)
+    engine = create_engine(db_url)
+    first, second = rnb.connect(engine), rnb.connect(engine)
+    seen_first: list[rnb.Change] = []
+    first.subscribe(seen_first.append)
+    second.close()  # hooked after first: first keeps capturing
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO audit (id, note) VALUES (1, 'a')"))
+    assert [c.tables for c in seen_first] == [frozenset({"audit"})]
+    first.close()
+    with engine.begin() as conn:  # the engine works on, uncaptured
+        conn.execute(text("INSERT INTO audit (id, note) VALUES (2, 'b')"))
+    assert len(seen_first) == 1
+    assert not any(name in engine.dialect.__dict__ for name in ("do_execute", "do_commit"))
+    engine.dispose()
