@@ -97,6 +97,7 @@ class ReactiveDB:
         # entry from before the outage would look fresh after a write made during it).
         self._store_down = False
         self._pending_bumps: dict[str, set[str]] = {}
+        self._catalog_stale = False  # set when a commit names a table the catalog lacks
         try:
             self._catalog = Catalog.inspect(self.engine)
             self.relations = RelationGraph.parse(relations, self._catalog)
@@ -253,7 +254,8 @@ class ReactiveDB:
         self._changed(tenant or current_tenant(), names)
 
     def _local_commit(self, tenant: str, tables: frozenset[str]) -> None:
-        if not tables <= self._catalog.tables.keys() | {ALL_TABLES}:
+        known = self._catalog.tables
+        if any(t not in known and t != ALL_TABLES for t in tables):
             self._catalog_stale = True  # DDL created a table: re-read the catalog on demand
         self._changed(tenant, tables)
 
@@ -351,8 +353,6 @@ class ReactiveDB:
 
         return recording()
 
-    _catalog_stale = False
-
     def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]:
         """Canonical table names; an unknown one raises RelationError with a suggestion."""
         resolved = set()
@@ -376,6 +376,8 @@ class ReactiveDB:
 
     def columns(self, table: str) -> frozenset[str]:
         """Lower-cased column names of a (canonically named) table."""
+        if self._catalog_stale:
+            self.refresh_catalog()
         return self._catalog.tables.get(self._catalog.canonical(table), frozenset())
 
     @property
