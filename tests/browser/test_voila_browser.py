@@ -21,19 +21,17 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import sqlite3
 import statistics
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import harness
 import pytest
+from demo_writer import ExternalWriter, demo_database
 
-import reactive_nb as rnb
 from reactive_nb import demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -130,44 +128,10 @@ def _load_generator() -> Any:
     return module
 
 
-class ExternalWriter:
-    """Another process's writes, for the dashboard's kernel: plain sqlite3 from here."""
-
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, timeout=10.0)
-        self._agent, self._user = self._conn.execute(
-            "SELECT (SELECT MIN(id) FROM agent WHERE organization_id = ?),"
-            " (SELECT MIN(id) FROM users WHERE organization_id = ?)",
-            (ORG, ORG),
-        ).fetchone()
-
-    def insert_message(self, body: str, channel: str) -> float:
-        """Insert and commit a message of `ORG`; returns the commit time (epoch s)."""
-        now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-        self._conn.execute(
-            "INSERT INTO message (organization_id, from_agent_id, user_id, channel, body,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (ORG, self._agent, self._user, channel, body, now),
-        )
-        self._conn.commit()
-        return time.time()
-
-    def close(self) -> None:
-        self._conn.close()
-
-
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo database with reactive_nb's triggers on every demo table."""
-    path = tmp_path_factory.mktemp("voila-db") / "demo.db"
-    url = f"sqlite:///{path}"
-    demo.create_demo(url)
-    db = rnb.connect(url, capture="local")  # "local": no poller in the test process
-    try:
-        assert set(db.install_triggers(demo.TABLES)) >= set(demo.TABLES)
-    finally:
-        db.close()
-    return path
+    return demo_database(tmp_path_factory.mktemp("voila-db"))
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +180,7 @@ def dashboard(voila: harness.Voila) -> Iterator[Dashboard]:
 
 @pytest.fixture(scope="module")
 def writer(database: Path) -> Iterator[ExternalWriter]:
-    w = ExternalWriter(database)
+    w = ExternalWriter(database, ORG)
     yield w
     w.close()
 
