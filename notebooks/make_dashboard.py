@@ -8,9 +8,7 @@ Run from the repository root: python notebooks/make_dashboard.py
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOK = HERE / "dashboard.ipynb"
@@ -96,21 +94,9 @@ widgets.VBox([
 
 def write_dashboard(path: str | Path = NOTEBOOK) -> Path:
     """Write the dashboard notebook (outputs empty) to ``path``."""
-    nbformat: Any = importlib.import_module("nbformat")  # untyped: keep mypy strict quiet
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    for n, (kind, source) in enumerate(DASHBOARD_CELLS):
-        cell = (nbformat.v4.new_markdown_cell(source) if kind == "markdown"
-                else nbformat.v4.new_code_cell(source))
-        cell["id"] = f"dashboard-{n:02d}"
-        nb.cells.append(cell)
-    nbformat.validate(nb)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(target))
-    return target
+    from reactive_nb.demo import write_notebook
+
+    return write_notebook(DASHBOARD_CELLS, path, "dashboard")
 
 
 if __name__ == "__main__":

@@ -379,6 +379,12 @@ latest_messages.df.head(3)"""),
 
 def write_quickstart(path: str | Path) -> Path:
     """Write the quickstart notebook (outputs empty) to ``path``."""
+    return write_notebook(QUICKSTART_CELLS, path, "quickstart")
+
+
+def write_notebook(cells: list[tuple[str, str]], path: str | Path, prefix: str) -> Path:
+    """Write ``(kind, source)`` cells as a notebook with empty outputs and stable cell ids
+    (``<prefix>-NN``), so a regenerated notebook diffs cleanly."""
     import importlib
 
     nbformat: Any = importlib.import_module("nbformat")  # untyped: keep mypy strict quiet
@@ -386,10 +392,10 @@ def write_quickstart(path: str | Path) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for n, (kind, source) in enumerate(QUICKSTART_CELLS):
+    for n, (kind, source) in enumerate(cells):
         cell = (nbformat.v4.new_markdown_cell(source) if kind == "markdown"
                 else nbformat.v4.new_code_cell(source))
-        cell["id"] = f"quickstart-{n:02d}"
+        cell["id"] = f"{prefix}-{n:02d}"
         nb.cells.append(cell)
     nbformat.validate(nb)
     target = Path(path)
