@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from reactive_nb import ReactiveDB
-    from reactive_nb.functions import ReactiveFunction
+    from reactive_nb.live.functions import ReactiveFunction
 
 SIZES = (1_000, 100_000)
 BIG = 100_000

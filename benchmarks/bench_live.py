@@ -39,7 +39,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from reactive_nb import ReactiveDB
-    from reactive_nb.functions import ReactiveFunction
+    from reactive_nb.live.functions import ReactiveFunction
 
 QUERY = "SELECT id, ts, note FROM ticks ORDER BY id DESC LIMIT 100"
 CHECK = "SELECT MAX(id), COUNT(*) FROM ticks"

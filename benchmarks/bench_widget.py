@@ -54,7 +54,7 @@ def _frame(n: int) -> Any:
 
 def _measure(n: int, repeat: int, rng: random.Random) -> list[str]:
     """One table row: payload sizes and page-request times for an ``n``-row frame."""
-    from reactive_nb.widgets import LiveTable
+    from reactive_nb.ui.widgets import LiveTable
 
     df = _frame(n)
     whole = len(df.to_json(orient="values", date_format="iso"))
@@ -81,7 +81,7 @@ def _measure(n: int, repeat: int, rng: random.Random) -> list[str]:
 
 
 def run(settings: Settings) -> Iterator[Table]:
-    from reactive_nb.widgets import stop_flush_thread
+    from reactive_nb.ui.widgets import stop_flush_thread
 
     table = Table(
         "Widget 1 · live table payload and page requests, 10 columns (goals: initial state "

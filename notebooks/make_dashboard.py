@@ -31,7 +31,7 @@ import os
 import ipywidgets as widgets
 
 import reactive_nb as rnb
-from reactive_nb import demo
+from reactive_nb.ui import demo
 
 URL = os.environ.get("REACTIVE_NB_URL", "sqlite:///demo.db")
 demo.ensure_demo(URL)  # an empty database gets the demo data
@@ -94,7 +94,7 @@ widgets.VBox([
 
 def write_dashboard(path: str | Path = NOTEBOOK) -> Path:
     """Write the dashboard notebook (outputs empty) to ``path``."""
-    from reactive_nb.demo import write_notebook
+    from reactive_nb.ui.demo import write_notebook
 
     return write_notebook(DASHBOARD_CELLS, path, "dashboard")
 

@@ -1,4 +1,4 @@
-"""Write notebooks/quickstart.ipynb from reactive_nb.demo.QUICKSTART_CELLS (outputs empty).
+"""Write notebooks/quickstart.ipynb from reactive_nb.ui.demo.QUICKSTART_CELLS (outputs empty).
 
 Run from the repository root: python notebooks/make_quickstart.py
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from reactive_nb.demo import write_quickstart  # noqa: E402
+from reactive_nb.ui.demo import write_quickstart  # noqa: E402
 
 if __name__ == "__main__":
     print(write_quickstart(HERE / "quickstart.ipynb"))

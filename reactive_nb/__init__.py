@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from reactive_nb.errors import (
     CaptureError,
     ClosedError,
     InputError,
@@ -26,12 +26,12 @@ from .errors import (
     TenantAccessDenied,
     TenantNotFound,
 )
-from .events import Change
+from reactive_nb.events import Change
 
 if TYPE_CHECKING:
-    from .db import ReactiveDB, connect
-    from .functions import ReactiveFunction
-    from .live import LiveQuery
+    from reactive_nb.db import ReactiveDB, connect
+    from reactive_nb.live.functions import ReactiveFunction
+    from reactive_nb.live.query import LiveQuery
 
 __version__ = "0.1.0"
 
@@ -56,8 +56,9 @@ __all__ = [
 # Heavy modules (SQLAlchemy, pandas, traitlets) load on first use, so `import reactive_nb`
 # and `%load_ext reactive_nb` stay fast.
 _LAZY = {
-    "connect": "db", "ReactiveDB": "db", "ReactiveFunction": "functions", "LiveQuery": "live",
-    "load_ipython_extension": "magics", "unload_ipython_extension": "magics",
+    "connect": "db", "ReactiveDB": "db", "ReactiveFunction": "live.functions",
+    "LiveQuery": "live.query",
+    "load_ipython_extension": "ui.magics", "unload_ipython_extension": "ui.magics",
 }
 
 

@@ -15,23 +15,23 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .errors import ClosedError, RelationError
-from .events import ALL_TABLES, DEFAULT_TENANT, Change
-from .functions import KeyFunction, Priority, ReactiveFunction
-from .relations import Catalog, RelationGraph
-from .tenants import TenantRegistry, as_tenant, current_tenant
+from reactive_nb.errors import ClosedError, RelationError
+from reactive_nb.events import ALL_TABLES, DEFAULT_TENANT, Change
+from reactive_nb.live.functions import KeyFunction, Priority, ReactiveFunction
+from reactive_nb.model.relations import Catalog, RelationGraph
+from reactive_nb.model.tenants import TenantRegistry, as_tenant, current_tenant
 
 if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from .bus import Bus
-    from .cache import Cache
-    from .capture.sqlalchemy import LocalCapture
-    from .live import LiveQuery
-    from .scheduler import Scheduler
-    from .versions import Versions
+    from reactive_nb.capture.sqlalchemy import LocalCapture
+    from reactive_nb.live.query import LiveQuery
+    from reactive_nb.live.scheduler import Scheduler
+    from reactive_nb.stores.bus import Bus
+    from reactive_nb.stores.cache import Cache
+    from reactive_nb.stores.versions import Versions
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class ReactiveDB:
         self.cache, self.versions, self.bus = self._stores(cache_bytes)
         self.store_errors = _store_errors() if self._redis is not None else ()
 
-        from .scheduler import Scheduler
+        from reactive_nb.live.scheduler import Scheduler
 
         self.scheduler: Scheduler = Scheduler(workers=workers, min_interval=min_interval,
                                               follow=self.bus.follow,
@@ -118,7 +118,7 @@ class ReactiveDB:
         self._unsubscribe = self.bus.subscribe(self.scheduler.on_change)
         self._capture: LocalCapture | None = None
         if capture != "none":
-            from .capture.sqlalchemy import LocalCapture
+            from reactive_nb.capture.sqlalchemy import LocalCapture
 
             self._capture = LocalCapture(self.engine, self._local_commit, self._catalog.canonical)
         self._external: Any = None
@@ -128,14 +128,14 @@ class ReactiveDB:
 
     def _stores(self, cache_bytes: int) -> tuple[Cache, Versions, Bus]:
         if self._redis is None:
-            from .bus import MemoryBus
-            from .cache import MemoryCache
-            from .versions import MemoryVersions
+            from reactive_nb.stores.bus import MemoryBus
+            from reactive_nb.stores.cache import MemoryCache
+            from reactive_nb.stores.versions import MemoryVersions
 
             return MemoryCache(max_bytes=cache_bytes), MemoryVersions(), MemoryBus()
-        from .bus import RedisBus
-        from .cache import RedisCache
-        from .versions import RedisVersions
+        from reactive_nb.stores.bus import RedisBus
+        from reactive_nb.stores.cache import RedisCache
+        from reactive_nb.stores.versions import RedisVersions
 
         prefix = self.key_prefix
         return (RedisCache(self._redis, prefix=prefix, max_bytes=cache_bytes),
@@ -144,7 +144,7 @@ class ReactiveDB:
 
     def _start_external(self, install: bool) -> None:
         """Listen for writes made outside this process (triggers), where installed."""
-        from .capture.sources import start_external
+        from reactive_nb.capture.sources import start_external
 
         self._external = start_external(self, install=install)
 
@@ -197,7 +197,7 @@ class ReactiveDB:
         """Run a query with bound parameters (``:name``) and return a DataFrame."""
         from sqlalchemy import text
 
-        from ._frames import pandas
+        from reactive_nb._frames import pandas
 
         pandas_module = pandas()
         statement = text(sql) if isinstance(sql, str) else sql
@@ -310,7 +310,7 @@ class ReactiveDB:
 
         Idempotent; with ``capture="auto"`` the listener for external writes starts at once.
         """
-        from .capture.sources import install_triggers, start_external
+        from reactive_nb.capture.sources import install_triggers, start_external
 
         self._check_open()
         installed = install_triggers(self, None if tables is None else list(tables))
@@ -320,7 +320,7 @@ class ReactiveDB:
 
     def uninstall_triggers(self) -> None:
         """Remove every reactive_nb trigger, function and table from the database."""
-        from .capture.sources import uninstall_triggers
+        from reactive_nb.capture.sources import uninstall_triggers
 
         self._check_open()
         if self._external is not None:
@@ -332,7 +332,7 @@ class ReactiveDB:
 
     def live_query(self, fn: ReactiveFunction, inputs: dict[str, Any], key: str, tenant: str,
                    priority: Priority) -> LiveQuery:
-        from .live import LiveQuery
+        from reactive_nb.live.query import LiveQuery
 
         self._check_open()
         live = LiveQuery(self.scheduler, fn, inputs, key, tenant, priority)
@@ -349,7 +349,7 @@ class ReactiveDB:
     # -- services for functions ------------------------------------------------------------
 
     def recording(self) -> AbstractContextManager[set[str]]:
-        from .capture.sqlalchemy import recording
+        from reactive_nb.capture.sqlalchemy import recording
 
         return recording()
 

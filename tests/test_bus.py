@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from reactive_nb.bus import Bus, MemoryBus, RedisBus, _advance, _Cursor
 from reactive_nb.events import ALL_TABLES, Change
+from reactive_nb.stores.bus import Bus, MemoryBus, RedisBus, _advance, _Cursor
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # seconds: a bound that is never reached when things work
@@ -110,7 +110,7 @@ def kill_reader(admin: Any, bus: RedisBus) -> None:
 
 def records(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "reactive_nb.bus" and r.levelno == level and text in r.getMessage()]
+            if r.name == "reactive_nb.stores.bus" and r.levelno == level and text in r.getMessage()]
 
 
 # --- the same behaviour on every bus ------------------------------------------------------
@@ -149,7 +149,7 @@ def test_a_failing_callback_does_not_stop_the_others(
     bus.subscribe(before)
     bus.subscribe(broken)
     bus.subscribe(after)
-    with caplog.at_level(logging.ERROR, logger="reactive_nb.bus"):
+    with caplog.at_level(logging.ERROR, logger="reactive_nb.stores.bus"):
         bus.publish(change())
     assert len(before.drained()) == 1
     assert len(after.drained()) == 1
@@ -252,7 +252,7 @@ def test_malformed_entries_are_skipped_and_reading_goes_on(
     a.subscribe(inbox)
     a.follow("acme")
     key = stream(redis_prefix)
-    with caplog.at_level(logging.WARNING, logger="reactive_nb.bus"):
+    with caplog.at_level(logging.WARNING, logger="reactive_nb.stores.bus"):
         redis_client.xadd(key, {"origin": "cron"})  # no tables
         redis_client.xadd(key, {"tables": b"\xff\xfe", "origin": "cron"})  # not UTF-8
         redis_client.xadd(key, {"tables": " , ", "origin": b"\xff"})  # no table at all
@@ -275,7 +275,7 @@ def test_a_failing_callback_does_not_stop_the_reader(
     a.subscribe(broken)
     a.subscribe(inbox)
     a.follow("acme")
-    with caplog.at_level(logging.ERROR, logger="reactive_nb.bus"):
+    with caplog.at_level(logging.ERROR, logger="reactive_nb.stores.bus"):
         sent = [change("acme", origin="proc-b") for _ in range(3)]
         for c in sent:
             b.publish(c)
@@ -293,7 +293,7 @@ def test_publish_in_a_subprocess_reaches_this_process(
     a.follow("acme")
     code = textwrap.dedent(f"""
         import redis
-        from reactive_nb.bus import RedisBus
+        from reactive_nb.stores.bus import RedisBus
         from reactive_nb.events import Change
         client = redis.Redis.from_url({redis_url!r})
         with RedisBus(client, prefix={redis_prefix!r}) as bus:
@@ -328,9 +328,9 @@ def test_reader_reconnects_after_client_kill_without_losing_changes(
                 warned.set()
 
     handler = OnWarning()
-    logging.getLogger("reactive_nb.bus").addHandler(handler)
+    logging.getLogger("reactive_nb.stores.bus").addHandler(handler)
     try:
-        with caplog.at_level(logging.INFO, logger="reactive_nb.bus"):
+        with caplog.at_level(logging.INFO, logger="reactive_nb.stores.bus"):
             warm = change("acme", origin="proc-b")
             b.publish(warm)
             assert inbox.get() == warm
@@ -342,7 +342,7 @@ def test_reader_reconnects_after_client_kill_without_losing_changes(
                 b.publish(c)
             assert inbox.until(sent[-1].id) == sent
     finally:
-        logging.getLogger("reactive_nb.bus").removeHandler(handler)
+        logging.getLogger("reactive_nb.stores.bus").removeHandler(handler)
     assert len(records(caplog, logging.WARNING, "unreachable")) == 1
     assert len(records(caplog, logging.INFO, "recovered")) == 1
     assert gaps.empty()
@@ -473,7 +473,7 @@ def test_publish_never_raises_when_redis_is_unreachable(
     # Made like this, the client itself retries 10 times (~4 s) before giving up.
     client = redis.Redis(host="127.0.0.1", port=closed.getsockname()[1])
     inbox = Inbox()
-    with caplog.at_level(logging.WARNING, logger="reactive_nb.bus"), \
+    with caplog.at_level(logging.WARNING, logger="reactive_nb.stores.bus"), \
             RedisBus(client, prefix=redis_prefix, block_ms=BLOCK_MS) as a:
         a.subscribe(inbox)
         started = time.monotonic()
@@ -544,7 +544,7 @@ def test_redis_restart_holds_changes_then_sends_them_and_reports_the_gap(
     a.subscribe(local)
     b.subscribe(remote)
     b.follow("acme")
-    with caplog.at_level(logging.INFO, logger="reactive_nb.bus"):
+    with caplog.at_level(logging.INFO, logger="reactive_nb.stores.bus"):
         before = [change("acme", f"t{i}", origin="proc-a") for i in range(3)]
         for c in before:
             a.publish(c)

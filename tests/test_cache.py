@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reactive_nb.cache import Cache, CacheEntry, MemoryCache, RedisCache
+from reactive_nb.stores.cache import Cache, CacheEntry, MemoryCache, RedisCache
 
 BACKENDS = [
     "memory",
@@ -190,7 +190,7 @@ def test_too_large_is_not_cached_and_warns_once(
     make_cache: MakeCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = make_cache(max_bytes=20_000)
-    caplog.set_level(logging.WARNING, logger="reactive_nb.cache")
+    caplog.set_level(logging.WARNING, logger="reactive_nb.stores.cache")
     cache.set("acme", "big", numbers(10), {}, ttl=None)
     assert cache.get("acme", "big") is not None
     # A new result too large to keep replaces (removes) the old one.
@@ -201,7 +201,7 @@ def test_too_large_is_not_cached_and_warns_once(
     assert cache.set("acme", "small", numbers(10), {}, ttl=None) is True
     assert cache.get("acme", "small") is not None
     warnings = [r for r in caplog.records
-                if r.name == "reactive_nb.cache" and r.levelno == logging.WARNING]
+                if r.name == "reactive_nb.stores.cache" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "max_bytes=20000" in warnings[0].getMessage()
 
@@ -314,7 +314,7 @@ def test_memory_expired_entries_are_removed_on_get() -> None:
 
 def test_memory_hit_is_a_lazy_copy() -> None:
     """A hit must not copy the rows: two hits share the stored buffers until written."""
-    from reactive_nb.cache import _copy_on_write
+    from reactive_nb.stores.cache import _copy_on_write
 
     if not _copy_on_write():
         pytest.skip("pandas 2 without copy-on-write: hits are deep copies")
@@ -386,7 +386,7 @@ def test_redis_unreadable_entry_is_a_logged_miss_and_deleted(
     redis_client: Any, redis_prefix: str, fields: dict[str, bytes] | None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="reactive_nb.cache")
+    caplog.set_level(logging.WARNING, logger="reactive_nb.stores.cache")
     cache = RedisCache(redis_client, prefix=redis_prefix)
     key = f"{redis_prefix}:{{acme}}:cache:k"
     for _ in range(2):
@@ -396,7 +396,7 @@ def test_redis_unreadable_entry_is_a_logged_miss_and_deleted(
             redis_client.hset(key, mapping=fields)
         assert cache.get("acme", "k") is None
         assert not redis_client.exists(key)
-    assert len([r for r in caplog.records if r.name == "reactive_nb.cache"]) == 1
+    assert len([r for r in caplog.records if r.name == "reactive_nb.stores.cache"]) == 1
     cache.set("acme", "k", numbers(2), {}, ttl=None)
     assert cache.get("acme", "k") is not None
 
@@ -439,7 +439,7 @@ def test_byte_count_matches_pandas_deep_memory_usage() -> None:
     import numpy as np
     import pandas as pd
 
-    from reactive_nb.cache import _frame_nbytes
+    from reactive_nb.stores.cache import _frame_nbytes
 
     df = pd.DataFrame({
         "i": np.arange(100), "f": np.random.default_rng(1).random(100),

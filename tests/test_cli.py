@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import teamhub
 
-from reactive_nb import demo
-from reactive_nb.cli import main
+from reactive_nb.ui import demo
+from reactive_nb.ui.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def env() -> dict[str, str]:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "reactive_nb.cli", *args]
+    return [sys.executable, "-m", "reactive_nb.ui.cli", *args]
 
 
 def test_demo_headless_prints_live_updates_caused_by_the_writer(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from IPython.core.error import UsageError
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
-from reactive_nb.live import LiveQuery
-from reactive_nb.magics import _parameters
+from reactive_nb.live.query import LiveQuery
+from reactive_nb.ui.magics import _parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ("%%reactive agents --no-display\n"

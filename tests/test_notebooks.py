@@ -11,9 +11,9 @@ import pytest
 from nbclient import NotebookClient
 
 import reactive_nb as rnb
-from reactive_nb import demo
-from reactive_nb.cli import _install_demo_triggers
-from reactive_nb.demo import QUICKSTART_CELLS
+from reactive_nb.ui import demo
+from reactive_nb.ui.cli import _install_demo_triggers
+from reactive_nb.ui.demo import QUICKSTART_CELLS
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "notebooks" / "quickstart.ipynb"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reactive_nb.sqltables import SqlAnalysis, analyze, sqlglot_dialect
+from reactive_nb.model.sql import SqlAnalysis, analyze, sqlglot_dialect
 
 CASES_FILE = Path(__file__).parent / "fixtures" / "sql_cases.yaml"
 CASE_KEYS = {"id", "sql", "dialect", "reads", "writes", "ok"}
@@ -136,7 +136,7 @@ def test_written_tables_agrees_with_analyze(case: dict[str, Any]) -> None:
     may call a statement understood that the full analysis could not parse only when it
     is a lone SELECT without INTO (it writes nothing; the database rejects bad SQL) or a
     lone INSERT/UPDATE/DELETE whose one target it does name."""
-    from reactive_nb.sqltables import written_tables
+    from reactive_nb.model.sql import written_tables
 
     writes, ok = written_tables(case["sql"], case["dialect"])
     if case["ok"]:
@@ -160,7 +160,7 @@ def test_written_tables_agrees_with_analyze(case: dict[str, Any]) -> None:
     ("UPDATE a, b SET a.x = b.x", {"a", "b"}),
 ])
 def test_written_tables_fast_path(sql: str, writes: set[str] | None) -> None:
-    from reactive_nb.sqltables import analyze, written_tables
+    from reactive_nb.model.sql import analyze, written_tables
 
     got, ok = written_tables(sql, "mysql" if "a, b" in sql else "postgres")
     assert ok

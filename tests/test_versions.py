@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reactive_nb.events import ALL_TABLES
-from reactive_nb.versions import ONCE_TTL, MemoryVersions, RedisVersions, Versions
+from reactive_nb.stores.versions import ONCE_TTL, MemoryVersions, RedisVersions, Versions
 
 BACKENDS = [
     "memory",

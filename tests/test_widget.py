@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import traitlets
 
-from reactive_nb.widgets import LiveTable, paging, stop_flush_thread
-from reactive_nb.widgets.flush import THREAD_NAME
+from reactive_nb.ui.widgets import LiveTable, paging, stop_flush_thread
+from reactive_nb.ui.widgets.flush import THREAD_NAME
 
 N_BIG = 1_000_000
 STATE_LIMIT = 64 * 1024

@@ -17,11 +17,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..events import ALL_TABLES
+from reactive_nb.events import ALL_TABLES
 
 if TYPE_CHECKING:
-    from ..db import ReactiveDB
-    from .external import ExternalChange
+    from reactive_nb.capture.external import ExternalChange
+    from reactive_nb.db import ReactiveDB
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ def _make_source(db: ReactiveDB) -> Source:
         on_external(db, change)
 
     if db.engine.dialect.name == "postgresql":
-        from .postgres import PostgresListener, conninfo_from_url
+        from reactive_nb.capture.postgres import PostgresListener, conninfo_from_url
 
         return PostgresListener(conninfo_from_url(db.engine.url), deliver)
-    from .sqlite import SqlitePoller
+    from reactive_nb.capture.sqlite import SqlitePoller
 
     path = db.engine.url.database
     if not path or path == ":memory:":
@@ -117,7 +117,7 @@ def _sqlite_counters(poller: Any, dbapi_connection: Any,
     exactly those our commit publishes: the poller can skip them, since the local capture
     already published the change. Another writer's later commit moves them further.
     """
-    from .sqlite import CHANGES_TABLE
+    from reactive_nb.capture.sqlite import CHANGES_TABLE
 
     cursor = dbapi_connection.cursor()
     try:
@@ -170,11 +170,11 @@ def uninstall_triggers(db: ReactiveDB) -> None:
 def _module(db: ReactiveDB) -> Any:
     name = db.engine.dialect.name
     if name == "postgresql":
-        from . import postgres
+        from reactive_nb.capture import postgres
 
         return postgres
     if name == "sqlite":
-        from . import sqlite
+        from reactive_nb.capture import sqlite
 
         return sqlite
     raise ValueError(f"external change capture is not available for {name} databases")
@@ -182,7 +182,7 @@ def _module(db: ReactiveDB) -> Any:
 
 def on_external(db: ReactiveDB, change: ExternalChange) -> None:
     """Turn a trigger notification into version bumps and published changes."""
-    from ..events import DEFAULT_TENANT
+    from reactive_nb.events import DEFAULT_TENANT
 
     tables = frozenset({ALL_TABLES}) if change.lost else change.tables
     targets: set[str] = set()

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..events import ALL_TABLES
-from ..sqltables import analyze, sqlglot_dialect, written_tables
-from ..tenants import current_tenant
+from reactive_nb.events import ALL_TABLES
+from reactive_nb.model.sql import analyze, sqlglot_dialect, written_tables
+from reactive_nb.model.tenants import current_tenant
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine

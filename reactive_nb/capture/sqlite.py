@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 import sqlalchemy
 
 from reactive_nb.capture.external import ExternalChange
+from reactive_nb.capture.quoting import ident as _ident
+from reactive_nb.capture.quoting import literal as _literal
 from reactive_nb.errors import CaptureError, ClosedError, closest
 
 logger = logging.getLogger(__name__)
@@ -36,14 +38,6 @@ _OPERATIONS = ("insert", "update", "delete")
 # (about 10% less trigger overhead on bulk inserts, measured).
 _CREATE_CHANGES = (f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} "
                    "(tbl TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID")
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def trigger_name(table: str, operation: str) -> str:

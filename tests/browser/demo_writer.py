@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import reactive_nb as rnb
-from reactive_nb import demo
+from reactive_nb.ui import demo
 
 
 def demo_database(folder: Path) -> Path:

@@ -32,7 +32,7 @@ import harness
 import pytest
 from demo_writer import ExternalWriter, demo_database
 
-from reactive_nb import demo
+from reactive_nb.ui import demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -2,7 +2,7 @@
 
 An entry is a frame plus the versions of its watched tables read before the handler
 ran; the caller compares them with the current versions to decide freshness (see
-:mod:`reactive_nb.versions`). The cache itself only knows about size and TTL.
+:mod:`reactive_nb.stores.versions`). The cache itself only knows about size and TTL.
 
 :class:`MemoryCache` is an LRU bounded by bytes, for one process. A hit costs O(1) in
 the number of rows: it hands out a lazy copy-on-write copy of the stored frame.

@@ -8,7 +8,7 @@ quiet period goes out at once, later ones in the same window are coalesced into 
 at its end); a change of status alone goes out at once without opening that window.
 
 The thread starts with the first request and stops (joined) when the last registered
-widget unregisters, or by `stop()` (`reactive_nb.widgets.stop_flush_thread`).
+widget unregisters, or by `stop()` (`reactive_nb.ui.widgets.stop_flush_thread`).
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from .db import ReactiveDB
-    from .functions import ReactiveFunction
-    from .live import LiveQuery
+    from reactive_nb.db import ReactiveDB
+    from reactive_nb.live.functions import ReactiveFunction
+    from reactive_nb.live.query import LiveQuery
 
 #: Attribute of the shell holding the extension's state.
 STATE_ATTR = "_reactive_nb_state"
@@ -189,7 +189,7 @@ class ReactiveMagics(Magics):
 
         from sqlalchemy.exc import SQLAlchemyError
 
-        from .db import connect
+        from reactive_nb.db import connect
 
         try:
             db = connect(url, relations=relations, redis=redis, min_interval=args.min_interval,
@@ -232,8 +232,8 @@ class ReactiveMagics(Magics):
         inputs = {p: ns[p] for p in params}
         deps = [d.strip() for d in args.deps.split(",") if d.strip()] if args.deps else None
 
-        from .errors import ReactiveError
-        from .tenants import current_tenant
+        from reactive_nb.errors import ReactiveError
+        from reactive_nb.model.tenants import current_tenant
 
         try:
             fn = db.reactive(name=name, dependencies=deps, ttl=args.ttl,
@@ -276,7 +276,7 @@ class ReactiveMagics(Magics):
         db = self.state.require_db()
         from IPython.display import display
 
-        from ._frames import pandas
+        from reactive_nb._frames import pandas
 
         rows = [_status_row(name, live) for name, live in self.state.lives.items()]
         columns = ["name", "inputs", "watched tables", "status", "runs", "last run ms",
@@ -301,7 +301,7 @@ class ReactiveMagics(Magics):
             return
         chosen = self.state.lives.get(args.name)
         if chosen is None:
-            from .errors import closest
+            from reactive_nb.errors import closest
 
             hint = closest(args.name, self.state.lives)
             raise UsageError(f"%reactive refresh: no live query named {args.name!r}"
@@ -336,7 +336,7 @@ def _sql_handler(db: ReactiveDB, sql: str, params: list[str]) -> Any:
 
 
 def _status_row(name: str, live: LiveQuery) -> dict[str, Any]:
-    from .events import ALL_TABLES
+    from reactive_nb.events import ALL_TABLES
 
     fn: ReactiveFunction = live.function
     stats = fn.stats.as_dict()
@@ -399,7 +399,7 @@ def unload_ipython_extension(ip: InteractiveShell) -> None:
             state.close()
         finally:
             delattr(ip, STATE_ATTR)
-    table = sys.modules.get("reactive_nb.widgets.table")
+    table = sys.modules.get("reactive_nb.ui.widgets.table")
     if table is not None:
         table.stop_flush_thread()
     manager = ip.magics_manager

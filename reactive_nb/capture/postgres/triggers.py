@@ -1,33 +1,22 @@
-"""PostgreSQL external capture: statement-level triggers that NOTIFY, and a LISTEN thread.
+"""PostgreSQL triggers that report writes: statement-level, one ``NOTIFY`` per statement.
 
 Writes made by any client (a web app, a worker, ``psql``) reach reactive_nb through
 triggers installed explicitly by ``install_triggers``: one ``NOTIFY`` per statement,
 never per row, so bulk loads stay cheap. The payload is JSON,
 ``{"t": "<table>", "x": "<txid>", "k": ["<tenant>", ...]}``; ``"k"`` is present only
 when a tenant column was given and the distinct tenant values fit in the payload.
-``PostgresListener`` turns notifications into ``ExternalChange`` events for a callback,
-and reconnects with back-off when its connection drops, reporting a ``lost`` change
-because LISTEN/NOTIFY has no replay.
-
-Imported lazily (psycopg and SQLAlchemy at top level are fine here).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
-import psycopg
 import sqlalchemy
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-from reactive_nb.capture.external import ExternalChange
-from reactive_nb.errors import CaptureError, ClosedError, closest
+from reactive_nb.capture.quoting import ident as _ident
+from reactive_nb.capture.quoting import literal as _literal
+from reactive_nb.errors import CaptureError, closest
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +48,6 @@ _TRIGGERS_TENANT = ("reactive_nb_insert", "reactive_nb_update", "reactive_nb_del
                     "reactive_nb_truncate")
 _ALL_TRIGGERS = frozenset(_TRIGGERS_PLAIN + _TRIGGERS_TENANT)
 
-_POLL_TIMEOUT = 0.25  # seconds between two looks at the stop event
-_INITIAL_BACKOFF = 0.05
 
 _TABLE_EXPR = ("CASE WHEN TG_TABLE_SCHEMA = 'public' THEN TG_TABLE_NAME "
                "ELSE TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME END")
@@ -152,14 +139,6 @@ def table_name(schema: str, name: str) -> str:
 
 def _qualified(schema: str, name: str) -> str:
     return f"{_ident(schema)}.{_ident(name)}"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 # --- install / uninstall -----------------------------------------------------------
@@ -363,172 +342,3 @@ def installed_version(engine: sqlalchemy.Engine) -> int | None:
         raw = conn.execute(sqlalchemy.text(
             f"SELECT value FROM {SCHEMA}.meta WHERE key = :k"), {"k": _VERSION_KEY}).scalar()
     return int(raw) if raw is not None and str(raw).isdigit() else None
-
-
-# --- the listener ------------------------------------------------------------------
-
-def conninfo_from_url(url: sqlalchemy.URL | str) -> str:
-    """A libpq conninfo string for ``psycopg.connect`` from a SQLAlchemy URL.
-
-    Parsed the way SQLAlchemy's psycopg dialect does it, so query parameters,
-    multiple hosts and Unix sockets carry over.
-    """
-    parsed = sqlalchemy.make_url(url) if isinstance(url, str) else url
-    dialect_class: Any = PGDialect_psycopg  # untyped in SQLAlchemy
-    _, params = dialect_class().create_connect_args(parsed)
-    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-
-
-def parse_payload(payload: str) -> ExternalChange:
-    """The ``ExternalChange`` a trigger's payload describes; ValueError if malformed."""
-    try:
-        obj = json.loads(payload)
-    except ValueError as exc:
-        raise ValueError(f"malformed notification payload: {payload!r:.200}") from exc
-    if not isinstance(obj, dict):
-        raise ValueError(f"malformed notification payload: {payload!r:.200}")
-    table, txid, keys = obj.get("t"), obj.get("x"), obj.get("k")
-    if not (isinstance(table, str) and table and isinstance(txid, str) and txid):
-        raise ValueError(f"malformed notification payload: {payload!r:.200}")
-    tenants: frozenset[str] | None = None
-    if keys is not None:
-        if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-            raise ValueError(f"malformed notification payload: {payload!r:.200}")
-        tenants = frozenset(keys)
-    return ExternalChange(frozenset({table}), tenants, txid)
-
-
-# libpq settings the listener adds unless the conninfo sets them: a name to find its
-# backend by, a bounded connect, and TCP keepalives so a silently dead peer is noticed.
-_LISTENER_DEFAULTS = {
-    "application_name": APPLICATION_NAME,
-    "connect_timeout": "5",
-    "keepalives": "1",
-    "keepalives_idle": "30",
-    "keepalives_interval": "10",
-    "keepalives_count": "3",
-}
-
-
-class PostgresListener:
-    """Turns NOTIFYs on ``channel`` into ``ExternalChange`` calls to ``on_change``.
-
-    One daemon thread (``reactive_nb-pg-listener``) owns an autocommit psycopg
-    connection. When the connection drops it logs one warning, reconnects with
-    exponential back-off (50 ms doubling up to ``backoff_cap``) and, once listening
-    again, emits ``ExternalChange.everything_lost()``: notifications sent meanwhile are
-    gone. ``on_change`` runs on the listener thread; its exceptions are logged.
-    ``start``/``close`` are meant to be called by the owner's thread, not concurrently.
-    """
-
-    def __init__(
-        self,
-        conninfo: str,
-        on_change: Callable[[ExternalChange], None],
-        channel: str = CHANNEL,
-        backoff_cap: float = 5.0,
-    ) -> None:
-        params: dict[str, Any] = conninfo_to_dict(conninfo)
-        for key, value in _LISTENER_DEFAULTS.items():
-            params.setdefault(key, value)
-        self._conninfo = make_conninfo("", **params)
-        self._on_change = on_change
-        self._channel = channel
-        self._backoff_cap = max(backoff_cap, _INITIAL_BACKOFF)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def start(self) -> None:
-        """Connect and LISTEN, then start the thread; a write committed after this
-        returns is seen. Connection errors are raised here (psycopg.OperationalError)."""
-        if self._closed:
-            raise ClosedError("this PostgresListener was closed")
-        if self._thread is not None:
-            return
-        conn = self._connect()
-        self._thread = threading.Thread(
-            target=self._run, args=(conn,), name=THREAD_NAME, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop the thread and close its connection (returns within ~0.3 s)."""
-        self._closed = True
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is threading.current_thread():
-            return  # close() called from on_change: the loop ends on its own
-        if thread is not None:
-            # A reconnect attempt can block up to connect_timeout.
-            thread.join(timeout=10.0)
-            if thread.is_alive():
-                logger.warning("the PostgreSQL listener thread did not stop in time")
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self._conninfo, autocommit=True)
-        try:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _run(self, conn: psycopg.Connection[Any] | None) -> None:
-        backoff = _INITIAL_BACKOFF
-        try:
-            while not self._stop.is_set():
-                if conn is None:
-                    try:
-                        conn = self._connect()
-                    except psycopg.Error as exc:
-                        logger.debug("PostgreSQL listener: reconnect failed: %s", exc)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, self._backoff_cap)
-                        continue
-                    logger.info("PostgreSQL listener reconnected; every table counts as "
-                                "changed (notifications may have been lost)")
-                    backoff = _INITIAL_BACKOFF
-                    self._emit(ExternalChange.everything_lost())
-                try:
-                    for notify in conn.notifies(timeout=_POLL_TIMEOUT):
-                        self._dispatch(notify.payload)
-                        if self._stop.is_set():
-                            break
-                except Exception as exc:
-                    if isinstance(exc, psycopg.Error):
-                        logger.warning("PostgreSQL listener lost its connection (%s); "
-                                       "reconnecting", str(exc).strip() or type(exc).__name__)
-                    else:
-                        logger.exception("PostgreSQL listener failed; reconnecting")
-                    _close_quietly(conn)
-                    conn = None
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self._backoff_cap)
-        except BaseException:
-            logger.exception("PostgreSQL listener thread died")
-            raise
-        finally:
-            if conn is not None:
-                _close_quietly(conn)
-
-    def _dispatch(self, payload: str) -> None:
-        try:
-            change = parse_payload(payload)
-        except ValueError as exc:
-            logger.warning("PostgreSQL listener skipped a notification on %r: %s",
-                           self._channel, exc)
-            return
-        self._emit(change)
-
-    def _emit(self, change: ExternalChange) -> None:
-        try:
-            self._on_change(change)
-        except Exception:
-            logger.exception("on_change failed for %r", change)
-
-
-def _close_quietly(conn: psycopg.Connection[Any]) -> None:
-    try:
-        conn.close()
-    except Exception:
-        logger.debug("closing the listener connection failed", exc_info=True)

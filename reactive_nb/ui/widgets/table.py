@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anywidget
 import traitlets
 
-from . import paging
-from .flush import Flusher
+from reactive_nb.ui.widgets import paging
+from reactive_nb.ui.widgets.flush import Flusher
 
 if TYPE_CHECKING:
     import numpy as np

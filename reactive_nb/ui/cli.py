@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from .db import ReactiveDB
-    from .live import LiveQuery
+    from reactive_nb.db import ReactiveDB
+    from reactive_nb.live.query import LiveQuery
 
 PROG = "reactive-nb"
 DEFAULT_TENANT = "default"
@@ -96,7 +96,7 @@ GROUP BY o.id ORDER BY o.id
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from reactive_nb.ui import demo
 
     if args.seconds <= 0:
         raise CliError("--seconds must be positive")
@@ -112,7 +112,7 @@ def _demo(args: argparse.Namespace) -> int:
     rows = demo.count(url)
     _say(f"demo database: {_shown(url)} ({'created' if created else 'existing'}, "
          f"{len(demo.ORGANIZATIONS)} organizations, {rows:,} messages)")
-    from .db import connect
+    from reactive_nb.db import connect
 
     try:
         # This process shows nothing but its own writes in --headless mode, and nothing at
@@ -140,8 +140,8 @@ def _shown(url: str) -> str:
 def _install_demo_triggers(url: str) -> None:
     """Triggers on the demo tables, so a notebook kernel sees the writer's writes (without
     Redis, they are how another process hears of a write)."""
-    from . import demo
-    from .db import connect
+    from reactive_nb.ui import demo
+    from reactive_nb.db import connect
 
     db = connect(url, capture="local")
     try:
@@ -155,7 +155,7 @@ def _install(db: ReactiveDB, tables: list[str] | None) -> list[str]:
     method = getattr(db, "install_triggers", None)
     if method is not None:
         return list(method(tables) or [])
-    from .capture.sources import install_triggers
+    from reactive_nb.capture.sources import install_triggers
 
     return install_triggers(db, tables)
 
@@ -272,7 +272,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _quickstart(url: str) -> Path:
     """The quickstart notebook of this checkout, else a copy written next to the database."""
-    from . import demo
+    from reactive_nb.ui import demo
 
     for candidate in (Path.cwd() / "notebooks" / "quickstart.ipynb",
                       Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"):
@@ -304,9 +304,9 @@ def _redis(url: str) -> Any:
 
 def _notify(args: argparse.Namespace) -> int:
     """Bump the tables' versions, then publish the change: what HINCRBY + XADD do."""
-    from .bus import RedisBus
-    from .events import Change
-    from .versions import RedisVersions
+    from reactive_nb.events import Change
+    from reactive_nb.stores.bus import RedisBus
+    from reactive_nb.stores.versions import RedisVersions
 
     tables = list(dict.fromkeys(args.tables))
     if any(not t.strip() or "," in t for t in tables):
@@ -332,8 +332,8 @@ def _notify(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     """Print every change published for the followed tenants, one line each."""
-    from .bus import RedisBus
-    from .events import Change
+    from reactive_nb.events import Change
+    from reactive_nb.stores.bus import RedisBus
 
     if args.seconds is not None and args.seconds <= 0:
         raise CliError("--seconds must be positive")
@@ -372,7 +372,7 @@ def _tenants(client: Any, prefix: str) -> list[str]:
 
 
 def _triggers(args: argparse.Namespace, install: bool) -> int:
-    from .db import connect
+    from reactive_nb.db import connect
 
     try:
         db = connect(args.url, capture="local",
@@ -390,7 +390,7 @@ def _triggers(args: argparse.Namespace, install: bool) -> int:
             if method is not None:
                 method()
             else:
-                from .capture.sources import uninstall_triggers
+                from reactive_nb.capture.sources import uninstall_triggers
 
                 uninstall_triggers(db)
             _say("change capture removed")

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import RelationError, closest
-from .events import ALL_TABLES
+from reactive_nb.errors import RelationError, closest
+from reactive_nb.events import ALL_TABLES
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine

@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .events import ALL_TABLES, Change
-from .functions import PRIORITIES
+from reactive_nb.events import ALL_TABLES, Change
+from reactive_nb.live.functions import PRIORITIES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .functions import ReactiveFunction
-    from .live import LiveQuery
+    from reactive_nb.live.functions import ReactiveFunction
+    from reactive_nb.live.query import LiveQuery
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 
 if TYPE_CHECKING:
-    from .db import ReactiveDB
+    from reactive_nb.db import ReactiveDB
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class DemoWriter:
         self.first_write.set()
 
     def _run(self) -> None:
-        from .errors import ClosedError
+        from reactive_nb.errors import ClosedError
 
         while not self._stop.wait(self.interval):
             try:
@@ -333,7 +333,7 @@ and keeps writing to the database while you watch."""),
     ("code", """\
 import os
 
-from reactive_nb import demo
+from reactive_nb.ui import demo
 
 os.environ.setdefault("REACTIVE_NB_URL", "sqlite:///demo.db")
 if demo.ensure_demo(os.environ["REACTIVE_NB_URL"]):  # an empty database gets demo data

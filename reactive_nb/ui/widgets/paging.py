@@ -4,7 +4,7 @@ JSON-safe cell formatting and the row diff that drives "changed rows" highlighti
 Pure functions over pandas objects, apart from the widget so they are tested without a
 kernel, and so their cost is easy to see: formatting only ever touches one page, sorting
 is done once per (frame, sort) by the caller, and the diff is bounded by
-`DIFF_MAX_ROWS`. (Only reached lazily, through `reactive_nb.widgets`, so pandas and
+`DIFF_MAX_ROWS`. (Only reached lazily, through `reactive_nb.ui.widgets`, so pandas and
 numpy are imported at module level.)
 """
 

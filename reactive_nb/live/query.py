@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import traitlets
 
 if TYPE_CHECKING:
-    from .functions import Priority, ReactiveFunction
-    from .scheduler import Scheduler
+    from reactive_nb.live.functions import Priority, ReactiveFunction
+    from reactive_nb.live.scheduler import Scheduler
 
 #: A visibility report older than this no longer counts (the tab was closed, say).
 VISIBILITY_TTL = 30.0
@@ -135,7 +135,7 @@ class LiveQuery(traitlets.HasTraits):
     def widget(self) -> Any:
         """The live table widget bound to this query (one per query)."""
         if self._widget is None:
-            from .widgets import LiveTable
+            from reactive_nb.ui.widgets import LiveTable
 
             self._widget = LiveTable(self)
         return self._widget

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .errors import TenantNotFound
-from .events import DEFAULT_TENANT
+from reactive_nb.errors import TenantNotFound
+from reactive_nb.events import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -5,6 +5,6 @@ Imported only when a widget is needed (it loads anywidget, ipywidgets and pandas
 
 from __future__ import annotations
 
-from .table import LiveTable, stop_flush_thread
+from reactive_nb.ui.widgets.table import LiveTable, stop_flush_thread
 
 __all__ = ["LiveTable", "stop_flush_thread"]

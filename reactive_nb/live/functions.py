@@ -19,19 +19,19 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ._frames import to_frame
-from .errors import InputError, closest
-from .events import ALL_TABLES
-from .tenants import current_tenant
+from reactive_nb._frames import to_frame
+from reactive_nb.errors import InputError, closest
+from reactive_nb.events import ALL_TABLES
+from reactive_nb.model.tenants import current_tenant
 
 if TYPE_CHECKING:
     import pandas as pd
     from pydantic import BaseModel
 
-    from .cache import Cache
-    from .live import LiveQuery
-    from .relations import RelationGraph
-    from .versions import Versions
+    from reactive_nb.live.query import LiveQuery
+    from reactive_nb.model.relations import RelationGraph
+    from reactive_nb.stores.cache import Cache
+    from reactive_nb.stores.versions import Versions
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Live queries: reactive functions, who watches what, the scheduler and its workers."""

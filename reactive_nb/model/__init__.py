@@ -1,0 +1,1 @@
+"""The model of the database: relations, tenants, schema facts and what SQL reads and writes."""

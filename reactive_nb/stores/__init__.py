@@ -1,0 +1,1 @@
+"""Storage backends (memory and Redis): cache, version counters and the change bus."""

@@ -1,0 +1,1 @@
+"""The top layer: widgets, IPython magics, the command line and the demo."""
