@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from reactive_nb.errors import (
     CaptureError,
     ClosedError,
+    ConfigError,
     InputError,
     ReactiveError,
     RelationError,
@@ -39,6 +40,7 @@ __all__ = [
     "CaptureError",
     "Change",
     "ClosedError",
+    "ConfigError",
     "InputError",
     "LiveQuery",
     "ReactiveDB",

@@ -1,7 +1,8 @@
-"""ReactiveDB: one database with its relation graph, cache, versions, bus, capture and
-scheduler. ``connect()`` builds one with embedded defaults (in-memory cache, versions and
-bus; capture of this process's writes); ``redis=`` switches the cache, versions and bus to
-a Redis shared by every process.
+"""ReactiveDB: the composition root. It builds one database's stages and wires them:
+
+capture (this process's writes, triggers) -> ChangeRecorder (versions, then bus) ->
+scheduler (index, queue) -> workers -> live queries. Policies live in their stage; this
+module only connects them and offers the user's entry points.
 """
 
 from __future__ import annotations
@@ -13,140 +14,117 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from reactive_nb.errors import ClosedError, RelationError
-from reactive_nb.events import ALL_TABLES, DEFAULT_TENANT, Change
+from reactive_nb.changes import ChangeRecorder
+from reactive_nb.errors import ClosedError
+from reactive_nb.events import ALL_TABLES, Change
 from reactive_nb.live.functions import KeyFunction, Priority, ReactiveFunction
-from reactive_nb.model.relations import Catalog, RelationGraph
+from reactive_nb.live.query import LiveQuery
+from reactive_nb.live.scheduler import Scheduler
+from reactive_nb.live.workers import WorkerPool
+from reactive_nb.model.relations import LiveCatalog, RelationGraph
 from reactive_nb.model.tenants import TenantRegistry, as_tenant, current_tenant
+from reactive_nb.settings import Settings
+from reactive_nb.stores.health import StoreHealth, redis_errors
 
 if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
+    from reactive_nb.capture.sources import Source
     from reactive_nb.capture.sqlalchemy import LocalCapture
-    from reactive_nb.live.query import LiveQuery
-    from reactive_nb.live.scheduler import Scheduler
     from reactive_nb.stores.bus import Bus
     from reactive_nb.stores.cache import Cache
     from reactive_nb.stores.versions import Versions
 
 logger = logging.getLogger(__name__)
 
-Capture = Literal["auto", "local", "none"]
 _open: weakref.WeakSet[ReactiveDB] = weakref.WeakSet()
 
 
-def connect(
-    url_or_engine: str | Engine,
-    *,
-    relations: Mapping[str, Iterable[str]] | None = None,
-    redis: Any = None,
-    capture: Capture = "auto",
-    min_interval: float = 0.05,
-    workers: int = 4,
-    tenant_column: str | None = None,
-    tenants: Iterable[str] = (),
-    key_prefix: str = "rnb",
-    cache_bytes: int = 512 * 2**20,
-    install: bool = False,
-) -> ReactiveDB:
-    """Open a ReactiveDB over a database URL or an existing SQLAlchemy Engine."""
-    return ReactiveDB(url_or_engine, relations=relations, redis=redis, capture=capture,
-                      min_interval=min_interval, workers=workers, tenant_column=tenant_column,
-                      tenants=tenants, key_prefix=key_prefix, cache_bytes=cache_bytes,
-                      install=install)
+def connect(url_or_engine: str | Engine, /, **options: Any) -> ReactiveDB:
+    """Open a ReactiveDB over a database URL or an existing SQLAlchemy Engine.
+
+    Options (see ``reactive_nb.settings.Settings``): ``relations``, ``redis``, ``capture``,
+    ``min_interval``, ``workers``, ``tenant_column``, ``tenants``, ``key_prefix``,
+    ``cache_bytes``, ``install``. A bad one raises ConfigError before anything connects.
+    """
+    return ReactiveDB(url_or_engine, **options)
 
 
 class ReactiveDB:
     """A database whose query results stay current; see ``connect``."""
 
-    def __init__(
-        self,
-        url_or_engine: str | Engine,
-        *,
-        relations: Mapping[str, Iterable[str]] | None = None,
-        redis: Any = None,
-        capture: Capture = "auto",
-        min_interval: float = 0.05,
-        workers: int = 4,
-        tenant_column: str | None = None,
-        tenants: Iterable[str] = (),
-        key_prefix: str = "rnb",
-        cache_bytes: int = 512 * 2**20,
-        install: bool = False,
-    ) -> None:
+    def __init__(self, url_or_engine: str | Engine, /, **options: Any) -> None:
         from sqlalchemy import Engine, create_engine
 
-        if capture not in ("auto", "local", "none"):
-            raise ValueError(f"capture must be 'auto', 'local' or 'none', not {capture!r}")
+        self.settings = settings = Settings.parse(options)
         self._owns_engine = not isinstance(url_or_engine, Engine)
         self.engine: Engine = (url_or_engine if isinstance(url_or_engine, Engine)
                                else create_engine(url_or_engine))
-        self.capture_mode: Capture = capture
-        self.tenant_column = tenant_column
-        self.key_prefix = key_prefix
-        self.tenants = TenantRegistry(tenants)
+        self.tenants = TenantRegistry(settings.tenants)
         self.closed = False
         self._functions: dict[str, ReactiveFunction] = {}
-        self._lock = threading.Lock()  # guards _functions and _catalog replacement
-        # Redis outage bookkeeping, guarded by _lock: whether we warned, and the version
-        # bumps that failed, applied before the store is trusted again (else a cached
-        # entry from before the outage would look fresh after a write made during it).
-        self._store_down = False
-        self._pending_bumps: dict[str, set[str]] = {}
-        self._catalog_stale = False  # set when a commit names a table the catalog lacks
+        self._lock = threading.Lock()  # guards _functions
         try:
-            self._catalog = Catalog.inspect(self.engine)
-            self.relations = RelationGraph.parse(relations, self._catalog)
+            self.catalog = LiveCatalog(self.engine)
+            self.relations = RelationGraph.parse(settings.relations, self.catalog.current)
         except BaseException:
             if self._owns_engine:
                 self.engine.dispose()
             raise
-        self._redis = _redis_client(redis)
-        self._owns_redis = isinstance(redis, str)
-        self.cache, self.versions, self.bus = self._stores(cache_bytes)
-        self.store_errors = _store_errors() if self._redis is not None else ()
-
-        from reactive_nb.live.scheduler import Scheduler
-
-        self.scheduler: Scheduler = Scheduler(workers=workers, min_interval=min_interval,
-                                              follow=self.bus.follow,
-                                              unfollow=self.bus.unfollow)
-        self._unsubscribe = self.bus.subscribe(self.scheduler.on_change)
+        self._redis, self._owns_redis = _redis_client(settings.redis), isinstance(
+            settings.redis, str)
+        self.cache, self.versions, self.bus = self._stores()
+        self.health = StoreHealth(self.versions,
+                                  redis_errors() if self._redis is not None else ())
+        self.scheduler = Scheduler(min_interval=settings.min_interval,
+                                   follow=self.bus.follow, unfollow=self.bus.unfollow)
+        self._workers = WorkerPool(self.scheduler, settings.workers)
+        if settings.workers:
+            self.scheduler.on_attach = self._workers.start
+        self.recorder = ChangeRecorder(self.versions, self.bus, self.health,
+                                       lambda: {*self.tenants.names(), *self.scheduler.tenants()})
+        self._unsubscribe = [self.bus.subscribe(self.scheduler.on_change),
+                             self.bus.subscribe(lambda change: self.catalog.note(change.tables))]
         self._capture: LocalCapture | None = None
-        if capture != "none":
+        if settings.capture != "none":
             from reactive_nb.capture.sqlalchemy import LocalCapture
 
-            self._capture = LocalCapture(self.engine, self._local_commit, self._catalog.canonical)
-        self._external: Any = None
-        if capture == "auto":
-            self._start_external(install)
+            self._capture = LocalCapture(self.engine, self.recorder.committed,
+                                         self.catalog.current.canonical)
+        self._external: Source | None = None
+        if settings.install:
+            self.install_triggers()
+        elif settings.capture == "auto":
+            self._listen()
         _open.add(self)
 
-    def _stores(self, cache_bytes: int) -> tuple[Cache, Versions, Bus]:
+    def _stores(self) -> tuple[Cache, Versions, Bus]:
+        settings = self.settings
         if self._redis is None:
             from reactive_nb.stores.bus import MemoryBus
             from reactive_nb.stores.cache import MemoryCache
             from reactive_nb.stores.versions import MemoryVersions
 
-            return MemoryCache(max_bytes=cache_bytes), MemoryVersions(), MemoryBus()
+            return MemoryCache(max_bytes=settings.cache_bytes), MemoryVersions(), MemoryBus()
         from reactive_nb.stores.bus import RedisBus
         from reactive_nb.stores.cache import RedisCache
         from reactive_nb.stores.versions import RedisVersions
 
-        prefix = self.key_prefix
-        return (RedisCache(self._redis, prefix=prefix, max_bytes=cache_bytes),
+        prefix = settings.key_prefix
+        return (RedisCache(self._redis, prefix=prefix, max_bytes=settings.cache_bytes),
                 RedisVersions(self._redis, prefix=prefix),
-                RedisBus(self._redis, prefix=prefix, on_gap=self._on_gap))
+                RedisBus(self._redis, prefix=prefix, on_gap=lambda t: self.recorder.gap(t)))
 
-    def _start_external(self, install: bool) -> None:
+    def _listen(self) -> None:
         """Listen for writes made outside this process (triggers), where installed."""
         from reactive_nb.capture.sources import start_external
 
-        self._external = start_external(self, install=install)
+        if self._external is None:
+            self._external = start_external(self.engine, self.recorder, self._capture)
 
     def __repr__(self) -> str:
         return f"<ReactiveDB {self.engine.url!r} functions={len(self._functions)}>"
@@ -245,77 +223,32 @@ class ReactiveDB:
         with as_tenant(self.tenants.check(tenant)):
             yield tenant
 
-    # -- invalidation ----------------------------------------------------------------------
+    # -- changes ---------------------------------------------------------------------------
 
     def invalidate(self, *tables: str, tenant: str | None = None) -> None:
         """Declare tables changed by hand (no argument: every table)."""
-        names = (frozenset(self.resolve_tables(tables, "invalidate")) if tables
+        names = (self.resolve_tables(tables, "invalidate") if tables
                  else frozenset({ALL_TABLES}))
-        self._changed(tenant or current_tenant(), names)
-
-    def _local_commit(self, tenant: str, tables: frozenset[str]) -> None:
-        known = self._catalog.tables
-        if any(t not in known and t != ALL_TABLES for t in tables):
-            self._catalog_stale = True  # DDL created a table: re-read the catalog on demand
-        self._changed(tenant, tables)
-
-    def affected_tenants(self, tenant: str) -> set[str]:
-        """Whose results a write "as" ``tenant`` can change.
-
-        A tenant's write reaches that tenant and the unscoped default view (which may read
-        every tenant's rows). An unscoped write (default tenant) reaches every tenant this
-        process knows: registered ones and those it has live queries for.
-        """
-        if tenant != DEFAULT_TENANT:
-            return {tenant, DEFAULT_TENANT}
-        return {DEFAULT_TENANT, *self.tenants.names(), *self.scheduler.tenants()}
-
-    def _changed(self, tenant: str, tables: frozenset[str], once_id: str | None = None) -> None:
-        """Record a committed change for every affected tenant: versions, then the bus."""
-        for target in self.affected_tenants(tenant):
-            self._changed_one(target, tables,
-                              None if once_id is None else f"{once_id}:{target}")
-
-    def _changed_one(self, tenant: str, tables: frozenset[str], once_id: str | None) -> None:
-        """Bump versions first, then publish: a change is never seen before its versions.
-
-        With ``once_id`` (a trigger notification every listening process receives) only the
-        first process bumps and publishes to other processes; the others still refresh
-        their own live queries at once.
-        """
-        try:
-            bumped = self.versions.bump(tenant, tables, once_id=once_id)
-        except self.store_errors as exc:
-            with self._lock:
-                self._pending_bumps.setdefault(tenant, set()).update(tables)
-            self.store_failed(exc)
-            bumped = {}
-        change = Change(tenant, tables)
-        if bumped is None:
-            self.scheduler.on_change(change)
-        else:
-            self.bus.publish(change)
+        self.recorder.invalidate(tenant or current_tenant(), names)
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``callback(change)`` for every committed change; returns an unsubscribe."""
         return self.bus.subscribe(callback)
 
-    def _on_gap(self, tenant: str) -> None:
-        self.scheduler.mark_tenant_stale(tenant)
-
-    # -- external capture ------------------------------------------------------------------
-
     def install_triggers(self, tables: Iterable[str] | None = None) -> list[str]:
-        """Install change-capture triggers (None: every table a reactive function watches).
-
-        Idempotent; with ``capture="auto"`` the listener for external writes starts at once.
-        """
-        from reactive_nb.capture.sources import install_triggers, start_external
+        """Install change-capture triggers (None: every table a reactive function watches,
+        or every table when there is none yet). Idempotent; with ``capture="auto"`` the
+        listener for external writes starts at once."""
+        from reactive_nb.capture.sources import install_triggers
 
         self._check_open()
-        installed = install_triggers(self, None if tables is None else list(tables))
-        if self.capture_mode == "auto" and self._external is None:
-            self._external = start_external(self)
+        if tables is None:
+            watched = set().union(*(fn.watched for fn in self.functions.values()))
+            tables = sorted(watched - {ALL_TABLES}) or self.tables
+        installed = install_triggers(self.engine, sorted(self.resolve_tables(
+            tables, "install_triggers")), self.settings.tenant_column, self.catalog.columns)
+        if self.settings.capture == "auto":
+            self._listen()
         return installed
 
     def uninstall_triggers(self) -> None:
@@ -326,16 +259,19 @@ class ReactiveDB:
         if self._external is not None:
             self._external.close()
             self._external = None
-        uninstall_triggers(self)
+        uninstall_triggers(self.engine)
+
+    @property
+    def listening(self) -> bool:
+        """Whether writes by other clients are captured here (triggers + a listener)."""
+        return self._external is not None
 
     # -- live queries ----------------------------------------------------------------------
 
     def live_query(self, fn: ReactiveFunction, inputs: dict[str, Any], key: str, tenant: str,
-                   priority: Priority) -> LiveQuery:
-        from reactive_nb.live.query import LiveQuery
-
+                   priority: Priority, primary_key: tuple[str, ...] | None = None) -> LiveQuery:
         self._check_open()
-        live = LiveQuery(self.scheduler, fn, inputs, key, tenant, priority)
+        live = LiveQuery(self.scheduler, fn, inputs, key, tenant, priority, primary_key)
         self.scheduler.attach(live)
         return live
 
@@ -355,70 +291,15 @@ class ReactiveDB:
 
     def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]:
         """Canonical table names; an unknown one raises RelationError with a suggestion."""
-        resolved = set()
-        for name in names:
-            if name == ALL_TABLES:
-                resolved.add(name)
-                continue
-            try:
-                resolved.add(self._catalog.resolve(name, where))
-            except RelationError:
-                self.refresh_catalog()
-                resolved.add(self._catalog.resolve(name, where))
-        return frozenset(resolved)
-
-    def refresh_catalog(self) -> None:
-        """Re-read the database's tables (after DDL)."""
-        catalog = Catalog.inspect(self.engine)
-        with self._lock:
-            self._catalog = catalog
-            self._catalog_stale = False
-
-    def columns(self, table: str) -> frozenset[str]:
-        """Lower-cased column names of a (canonically named) table."""
-        if self._catalog_stale:
-            self.refresh_catalog()
-        return self._catalog.tables.get(self._catalog.canonical(table), frozenset())
+        return self.catalog.resolve(names, where)
 
     @property
     def tables(self) -> list[str]:
         """The database's tables (and views), canonically named."""
-        if self._catalog_stale:
-            self.refresh_catalog()
-        return sorted(self._catalog.tables)
+        return sorted(self.catalog.current.tables)
 
     def check_tenant(self, tenant: str) -> str:
         return self.tenants.check(tenant)
-
-    def store_failed(self, exc: BaseException) -> None:
-        """Redis failed: warn once per outage; results are served uncached meanwhile."""
-        with self._lock:
-            first, self._store_down = not self._store_down, True
-        if first:
-            logger.warning("Redis is unreachable (%s): serving uncached results until it is "
-                           "back", exc)
-
-    def store_ready(self) -> bool:
-        """May the cache and versions be used? Applies version bumps that failed during an
-        outage first; False while Redis is still unreachable."""
-        if not self._store_down:
-            return True
-        with self._lock:
-            pending, self._pending_bumps = self._pending_bumps, {}
-        try:
-            for tenant, tables in pending.items():
-                self.versions.bump(tenant, tables)
-        except self.store_errors as exc:
-            with self._lock:
-                for tenant, tables in pending.items():
-                    self._pending_bumps.setdefault(tenant, set()).update(tables)
-            self.store_failed(exc)
-            return False
-        with self._lock:
-            recovered, self._store_down = self._store_down, False
-        if recovered:
-            logger.info("Redis is reachable again: caching resumed")
-        return True
 
     def stats(self) -> dict[str, Any]:
         """Cache hits, misses and hit rate, overall and per function."""
@@ -444,7 +325,9 @@ class ReactiveDB:
         if self._external is not None:
             self._external.close()
         self.scheduler.close()
-        self._unsubscribe()
+        self._workers.close()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         self.bus.close()
         if self._capture is not None:
             self._capture.remove()
@@ -465,12 +348,6 @@ def _redis_client(redis: Any) -> Any:
         return redis_py.Redis.from_url(redis, socket_connect_timeout=2, socket_timeout=5,
                                        health_check_interval=30)
     return redis
-
-
-def _store_errors() -> tuple[type[BaseException], ...]:
-    import redis
-
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @atexit.register

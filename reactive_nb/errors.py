@@ -8,6 +8,7 @@ Every error carries one line that names the problem. The hierarchy::
     ├── TenantNotFound (KeyError)      a tenant that is not registered
     ├── TenantAccessDenied             a tenant this connection may not read
     ├── CaptureError                   trigger install/uninstall failed (table + DB message)
+    ├── ConfigError (ValueError)       a connect() option of the wrong shape
     └── ClosedError                    the ReactiveDB or LiveQuery was closed
 """
 
@@ -74,3 +75,25 @@ def closest(name: str, known: Iterable[str]) -> str | None:
     candidates = {k.lower(): k for k in known}
     match = difflib.get_close_matches(name.lower(), list(candidates), n=1, cutoff=0.5)
     return candidates[match[0]] if match else None
+
+
+def one_line(exc: BaseException, *, typed: bool = False) -> str:
+    """An error as one line: the database's own message when a driver error is behind it
+    (pandas and SQLAlchemy wrap it), else the first non-empty line of the message.
+    ``typed`` prefixes the exception's type name (for status displays and logs)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):
+            exc = orig
+            break
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    text = next((" ".join(line.split()) for line in str(exc).splitlines() if line.strip()),
+                type(exc).__name__)
+    return f"{type(exc).__name__}: {text}"[:500] if typed else text
+
+
+class ConfigError(ReactiveError, ValueError):
+    """A connection option has the wrong shape (names the option and what it expects)."""

@@ -156,11 +156,11 @@ def test_sqlite_external_process_writes(sqlite_url: str) -> None:
 def test_sqlite_install_is_explicit(sqlite_url: str) -> None:
     create(sqlite_url)
     with rnb.connect(sqlite_url) as db:
-        assert db._external is None  # reading never installs anything
+        assert not db.listening  # reading never installs anything
     with rnb.connect(sqlite_url, install=True) as db:
-        assert db._external is not None
+        assert db.listening
         db.uninstall_triggers()
-        assert db._external is None
+        assert not db.listening
 
 
 def test_sqlite_own_writes_are_not_refreshed_twice(sqlite_url: str) -> None:

@@ -237,7 +237,7 @@ def test_failure_keeps_frame_and_recovers(db: rnb.ReactiveDB) -> None:
     db.execute("INSERT INTO agent (id, organization_id, name) VALUES (30, 'acme', 'x')")
     assert errors_seen.wait(10)
     assert live.status == "error" and live.df is good
-    assert live.error == "RuntimeError: database went away second line"
+    assert live.error == "RuntimeError: database went away"  # one line: the first
     fail.clear()  # the back-off retry succeeds without another write
     live.wait(10)
     assert int(live.df["n"].iloc[0]) == 4 and live.error is None
@@ -262,16 +262,21 @@ def test_explicit_refresh_bypasses_cache(db: rnb.ReactiveDB) -> None:
     assert calls == ["acme", "acme"] and live.runs == 2
 
 
-def test_garbage_collected_live_query_unregisters(db: rnb.ReactiveDB) -> None:
-    agents = agents_fn(db)
-    live = agents.live(organization_id="acme").wait(10)
-    group_key = live.group_key
-    assert group_key in db.scheduler._groups
-    del live
-    gc.collect()
-    db.execute("INSERT INTO agent (id, organization_id, name) VALUES (40, 'acme', 'x')")
-    assert agents.stats.runs == 1  # nobody is watching: nothing re-ran
-    assert db.scheduler.state_of(group_key)["members"] == 0
+def test_garbage_collected_live_query_unregisters(db_url: str) -> None:
+    create(db_url)
+    with rnb.connect(db_url, workers=0) as db:  # driven step by step, no worker threads
+        agents = agents_fn(db)
+        live = agents.live(organization_id="acme")
+        group_key = live.group_key
+        assert db.scheduler.run_until_idle() == 1
+        assert live.status == "fresh" and agents.stats.runs == 1
+        assert db.scheduler.state_of(group_key)["members"] == 1
+        del live
+        gc.collect()
+        db.execute("INSERT INTO agent (id, organization_id, name) VALUES (40, 'acme', 'x')")
+        assert db.scheduler.run_until_idle() == 0  # nobody is watching: nothing re-runs
+        assert agents.stats.runs == 1
+        assert db.scheduler.state_of(group_key) == {"state": "closed", "members": 0}
 
 
 def test_close_stops_every_thread(db_url: str) -> None:

@@ -201,7 +201,7 @@ def test_status_refresh_priorities(ip: Any, capsys: pytest.CaptureFixture[str]) 
                      "(did you mean 'agents'?)"]
 
     run(ip, "%reactive priorities agents other")
-    assert db.scheduler._explicit == {"agents": 0, "other": 1}
+    assert db.scheduler.priorities == ["agents", "other"]
 
 
 def test_close_closes_everything(ip: Any) -> None:

@@ -232,7 +232,7 @@ def test_write_during_an_outage_is_never_served_stale_after_it(
                 for _ in range(3):
                     assert len(agents(organization_id="acme")) == 3  # never the stale 2
                 assert agents.stats.hits > hits  # and the cache is in use again
-            store = [r.getMessage() for r in caplog.records if r.name == "reactive_nb.db"]
+            store = [r.getMessage() for r in caplog.records if r.name == "reactive_nb"]
             assert sum("Redis is unreachable" in m for m in store) == 1  # once per outage
             assert any("Redis is reachable again" in m for m in store)
     finally:

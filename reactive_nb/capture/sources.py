@@ -1,10 +1,9 @@
-"""Wiring of external change sources (database triggers) into a ReactiveDB.
+"""External change sources (database triggers): install them, and start the listener.
 
 With ``capture="auto"`` a ReactiveDB listens for writes made outside this process on a
 database that has reactive_nb triggers (installed by ``db.install_triggers()``, the
-``reactive-nb install-triggers`` command, or ``connect(..., install=True)``). Each
-notification bumps versions once per (transaction, tenant) even when several processes
-share one Redis (the bump carries a ``once_id``), then is published like a local change.
+``reactive-nb install-triggers`` command, or ``connect(..., install=True)``). What a
+source sees goes to a ``ChangeSink``; this module knows nothing above capture.
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reactive_nb.events import ALL_TABLES
-
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from reactive_nb.capture.external import ExternalChange
-    from reactive_nb.db import ReactiveDB
+    from reactive_nb.capture.sink import ChangeSink
+    from reactive_nb.capture.sqlalchemy import LocalCapture
 
 logger = logging.getLogger(__name__)
 
@@ -66,25 +66,25 @@ class OwnCommits:
         return change.tables if published is None else change.tables - published
 
 
-def start_external(db: ReactiveDB, *, install: bool = False) -> Source | None:
-    """Start the listener fitting ``db``'s database, if it has (or is given) triggers."""
-    dialect = db.engine.dialect.name
-    if dialect not in ("postgresql", "sqlite"):
+def start_external(engine: Engine, sink: ChangeSink,
+                   local: LocalCapture | None = None) -> Source | None:
+    """Start the listener fitting the database, if it has triggers; None if it has none.
+
+    ``local`` is this process's capture of the same engine: its own commits are then
+    recognised in the notifications and not reported twice.
+    """
+    if engine.dialect.name not in ("postgresql", "sqlite") or not installed(engine):
         return None
-    if install:
-        install_triggers(db, None)
-    if not installed(db):
-        return None
-    source = _make_source(db)
+    source = _make_source(engine, sink, local)
     source.start()
     return source
 
 
-def _make_source(db: ReactiveDB) -> Source:
+def _make_source(engine: Engine, sink: ChangeSink, local: LocalCapture | None) -> Source:
     own: OwnCommits | None = None
-    if db.engine.dialect.name == "postgresql" and db._capture is not None:
+    if engine.dialect.name == "postgresql" and local is not None:
         own = OwnCommits()
-        db._capture.before_commit = own.before_commit
+        local.before_commit = own.before_commit
 
     def deliver(change: ExternalChange) -> None:
         if own is not None and not change.lost:
@@ -92,20 +92,20 @@ def _make_source(db: ReactiveDB) -> Source:
             if not tables:
                 return
             change = dataclasses.replace(change, tables=tables)
-        on_external(db, change)
+        sink.external(change)
 
-    if db.engine.dialect.name == "postgresql":
+    if engine.dialect.name == "postgresql":
         from reactive_nb.capture.postgres import PostgresListener, conninfo_from_url
 
-        return PostgresListener(conninfo_from_url(db.engine.url), deliver)
+        return PostgresListener(conninfo_from_url(engine.url), deliver)
     from reactive_nb.capture.sqlite import SqlitePoller
 
-    path = db.engine.url.database
+    path = engine.url.database
     if not path or path == ":memory:":
         raise ValueError("external capture needs a SQLite file, not an in-memory database")
     poller = SqlitePoller(path, deliver)
-    if db._capture is not None:
-        db._capture.before_commit = functools.partial(_sqlite_counters, poller)
+    if local is not None:
+        local.before_commit = functools.partial(_sqlite_counters, poller)
     return poller
 
 
@@ -130,45 +130,41 @@ def _sqlite_counters(poller: Any, dbapi_connection: Any,
     return functools.partial(poller.expect, counters) if counters else None
 
 
-def _internal(db: ReactiveDB) -> Any:
+def _internal(engine: Engine) -> Any:
     """The engine for reactive_nb's own DDL, which local capture does not report."""
-    return db.engine.execution_options(reactive_nb_internal=True)
+    return engine.execution_options(reactive_nb_internal=True)
 
 
-def installed(db: ReactiveDB) -> bool:
-    module = _module(db)
-    return bool(module.installed_tables(_internal(db)))
+def installed(engine: Engine) -> bool:
+    return bool(_module(engine).installed_tables(_internal(engine)))
 
 
-def install_triggers(db: ReactiveDB, tables: Any) -> list[str]:
-    """Install triggers on ``tables`` (None: every table a reactive function watches)."""
-    if tables is None:
-        watched: set[str] = set()
-        for fn in db.functions.values():
-            watched |= fn.watched
-        tables = sorted(watched - {ALL_TABLES}) or db.tables
-    names = sorted(db.resolve_tables(tables, "install_triggers"))
-    module = _module(db)
-    if db.engine.dialect.name != "postgresql":
-        return list(module.install_triggers(_internal(db), names))
-    column = db.tenant_column
-    # Tables without the tenant column (lookup tables, say) report "every tenant".
-    tagged = [n for n in names if column and column.lower() in db.columns(n)]
+def install_triggers(engine: Engine, tables: list[str], tenant_column: str | None = None,
+                     columns: Callable[[str], frozenset[str]] | None = None) -> list[str]:
+    """Install triggers on ``tables`` (canonical names). On PostgreSQL, tables that have
+    ``tenant_column`` (per ``columns(table)``) report the tenants of their changed rows;
+    the others (lookup tables, say) report "every tenant"."""
+    module = _module(engine)
+    names = sorted(tables)
+    if engine.dialect.name != "postgresql":
+        return list(module.install_triggers(_internal(engine), names))
+    column = tenant_column.lower() if tenant_column else None
+    tagged = [n for n in names if column and columns is not None and column in columns(n)]
     untagged = [n for n in names if n not in tagged]
     result: list[str] = []
     if tagged:
-        result += module.install_triggers(_internal(db), tagged, column)
+        result += module.install_triggers(_internal(engine), tagged, tenant_column)
     if untagged:
-        result += module.install_triggers(_internal(db), untagged, None)
+        result += module.install_triggers(_internal(engine), untagged, None)
     return sorted(result)
 
 
-def uninstall_triggers(db: ReactiveDB) -> None:
-    _module(db).uninstall_triggers(_internal(db))
+def uninstall_triggers(engine: Engine) -> None:
+    _module(engine).uninstall_triggers(_internal(engine))
 
 
-def _module(db: ReactiveDB) -> Any:
-    name = db.engine.dialect.name
+def _module(engine: Engine) -> Any:
+    name = engine.dialect.name
     if name == "postgresql":
         from reactive_nb.capture import postgres
 
@@ -178,16 +174,3 @@ def _module(db: ReactiveDB) -> Any:
 
         return sqlite
     raise ValueError(f"external change capture is not available for {name} databases")
-
-
-def on_external(db: ReactiveDB, change: ExternalChange) -> None:
-    """Turn a trigger notification into version bumps and published changes."""
-    from reactive_nb.events import DEFAULT_TENANT
-
-    tables = frozenset({ALL_TABLES}) if change.lost else change.tables
-    targets: set[str] = set()
-    for tenant in change.tenants if change.tenants is not None else [DEFAULT_TENANT]:
-        targets |= db.affected_tenants(tenant)
-    for target in targets:
-        once = None if change.lost else f"{change.txid}:{target}"
-        db._changed_one(target, tables, once)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from reactive_nb.live.query import LiveQuery
     from reactive_nb.model.relations import RelationGraph
     from reactive_nb.stores.cache import Cache
+    from reactive_nb.stores.health import StoreHealth
     from reactive_nb.stores.versions import Versions
 
 logger = logging.getLogger(__name__)
@@ -51,17 +52,15 @@ class Owner(Protocol):
     cache: Cache
     versions: Versions
     relations: RelationGraph
-    store_errors: tuple[type[BaseException], ...]
+    health: StoreHealth
 
     def recording(self) -> AbstractContextManager[set[str]]: ...
     def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]: ...
     def check_tenant(self, tenant: str) -> str: ...
-    def store_failed(self, exc: BaseException) -> None: ...
-    def store_ready(self) -> bool: ...
     def dependencies_changed(self, fn: ReactiveFunction) -> None: ...
     def live_query(
         self, fn: ReactiveFunction, inputs: dict[str, Any], key: str, tenant: str,
-        priority: Priority,
+        priority: Priority, primary_key: tuple[str, ...] | None,
     ) -> LiveQuery: ...
 
 
@@ -195,22 +194,29 @@ class ReactiveFunction:
         """Seed-style call with a dict of inputs."""
         return self(**dict(inputs or {}))
 
-    def live(self, *, priority: Priority | None = None, tenant: str | None = None,
-             **inputs: Any) -> LiveQuery:
-        """A LiveQuery bound to these inputs: it refreshes itself when a watched table changes."""
-        values = self.validate(**inputs)
+    def live(self, inputs: Mapping[str, Any] | None = None, /, *,
+             priority: Priority | None = None, tenant: str | None = None,
+             primary_key: Iterable[str] | None = None, **kwargs: Any) -> LiveQuery:
+        """A LiveQuery bound to these inputs: it refreshes itself when a watched table changes.
+
+        Inputs come as keywords, or as a mapping (for an input named like an option:
+        ``fn.live({"priority": 3}, priority="high")``). ``tenant`` defaults to the current
+        one; ``primary_key`` names the columns that identify a row (for change highlights).
+        """
+        values = self.validate(**{**(inputs or {}), **kwargs})
         chosen = priority or self.priority
         if chosen not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}, not {chosen!r}")
         who = self._owner.check_tenant(current_tenant() if tenant is None else tenant)
-        return self._owner.live_query(self, values, self.key_for(values), who, chosen)
+        columns = tuple(primary_key) if primary_key is not None else None
+        return self._owner.live_query(self, values, self.key_for(values), who, chosen, columns)
 
     def fetch(self, tenant: str, inputs: Mapping[str, Any], *, key: str | None = None,
               force: bool = False) -> Fetched:
         """Serve from the cache when fresh, else run the handler and cache its result."""
         key = key or self.key_for(inputs)
         owner = self._owner
-        usable = owner.store_ready()
+        usable = owner.health.ready()
         if usable and self.cache_enabled and not force:
             hit = self._cached(tenant, key)
             if hit is not None:
@@ -219,23 +225,23 @@ class ReactiveFunction:
         if usable:
             try:
                 before = owner.versions.snapshot(tenant)
-            except owner.store_errors as exc:
-                owner.store_failed(exc)
+            except owner.health.errors as exc:
+                owner.health.failed(exc)
         df = self.run(inputs)
         versions = {t: before.get(t, 0) for t in self.watched} if before is not None else {}
         versions[DEFINITION] = self.fingerprint
         if self.cache_enabled and before is not None:
             try:
                 owner.cache.set(tenant, key, df, versions, self.ttl)  # stores its own copy
-            except owner.store_errors as exc:
-                owner.store_failed(exc)
+            except owner.health.errors as exc:
+                owner.health.failed(exc)
         return Fetched(df, False, versions)
 
     def peek(self, tenant: str, key: str) -> tuple[pd.DataFrame, bool, float] | None:
         """The cached frame (fresh or not), whether it is fresh, and when it was computed
         (``time.time()``); None when not cached."""
         owner = self._owner
-        if not self.cache_enabled or not owner.store_ready():
+        if not self.cache_enabled or not owner.health.ready():
             return None
         try:
             entry = owner.cache.get(tenant, key,
@@ -243,8 +249,8 @@ class ReactiveFunction:
             if entry is None:
                 return None
             return entry.df, self._current(tenant, entry.versions), entry.created_at
-        except owner.store_errors as exc:
-            owner.store_failed(exc)
+        except owner.health.errors as exc:
+            owner.health.failed(exc)
             return None
 
     def _fresh(self, tenant: str, versions: Mapping[str, int]) -> bool:
@@ -261,8 +267,8 @@ class ReactiveFunction:
         owner = self._owner
         try:
             entry = owner.cache.get(tenant, key, lambda v: self._fresh(tenant, v))
-        except owner.store_errors as exc:
-            owner.store_failed(exc)
+        except owner.health.errors as exc:
+            owner.health.failed(exc)
             return None
         with self.stats.lock:
             if entry is not None:

@@ -1,7 +1,7 @@
 """LiveQuery: a reactive function bound to inputs and a tenant, that keeps itself current.
 
-Its traits (``df``, ``status``, ``error``, ``updated_at``, ``runs``) are set by the
-scheduler's worker threads; observe them with traitlets (``live.observe``) or bind a
+Its traits (``df``, ``status``, ``error``, ``updated_at``, ``runs``, ``attempts``) are set
+by the scheduler's worker threads; observe them with traitlets (``live.observe``) or bind a
 widget. It never replaces good data with an error: a failed refresh keeps ``df`` and sets
 ``status="error"`` and ``error``.
 """
@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import traitlets
 
+from reactive_nb.live.scheduler import Scheduler, Update
+
 if TYPE_CHECKING:
     from reactive_nb.live.functions import Priority, ReactiveFunction
-    from reactive_nb.live.scheduler import Scheduler
+
+#: Builds the widget that displays a live query. The widget layer sits above this one and
+#: registers itself here when imported; ``LiveQuery.widget()`` imports it on first use.
+WIDGET_MODULE = "reactive_nb.ui.widgets"
+widget_factory: Callable[[LiveQuery], Any] | None = None
 
 #: A visibility report older than this no longer counts (the tab was closed, say).
 VISIBILITY_TTL = 30.0
@@ -31,10 +38,15 @@ class LiveQuery(traitlets.HasTraits):
     status = traitlets.Enum(STATUSES, default_value="loading")
     error = traitlets.Unicode(None, allow_none=True)
     updated_at = traitlets.Any(None, allow_none=True)
+    #: Handler runs that produced ``df`` (cache hits excluded).
     runs = traitlets.Int(0)
+    #: Refresh attempts started by the scheduler (cache hits and failures included): the
+    #: observable cost of invalidation, which ``runs`` hides when the cache answers.
+    attempts = traitlets.Int(0)
 
     def __init__(self, scheduler: Scheduler, function: ReactiveFunction, inputs: dict[str, Any],
-                 key: str, tenant: str, priority: Priority) -> None:
+                 key: str, tenant: str, priority: Priority,
+                 primary_key: tuple[str, ...] | None = None) -> None:
         super().__init__()
         self._scheduler = scheduler
         self.function = function
@@ -42,7 +54,7 @@ class LiveQuery(traitlets.HasTraits):
         self.key = key
         self.tenant = tenant
         self.priority = priority
-        self.primary_key: tuple[str, ...] | None = None
+        self.primary_key = primary_key
         self.closed = False
         # _reports guards nothing but itself: token -> (visible, reported at monotonic time)
         self._reports: dict[str, tuple[bool | None, float]] = {}
@@ -65,23 +77,24 @@ class LiveQuery(traitlets.HasTraits):
 
     # -- scheduler side --------------------------------------------------------------------
 
-    def _apply(self, values: dict[str, Any]) -> None:
-        """Set traits from one refresh step (called by the scheduler, lock released)."""
+    def receive(self, update: Update) -> None:
+        """Set traits from one scheduling step (called by the scheduler, its lock released)."""
         # Only what changed is set: trait validation is most of a change's scheduling cost.
         # The lock makes one update atomic for snapshot(); observers run after it is
         # released (hold_trait_notifications delivers on exit of the outer block).
-        df, error, status = values.get("df"), values.get("error"), values["status"]
         with self.hold_trait_notifications(), self._state_lock:
-            if df is not None and df is not self.df:
-                self.df = df
-            if "updated_at" in values:
-                self.updated_at = values["updated_at"]
-            if values.get("ran"):
+            if update.df is not None and update.df is not self.df:
+                self.df = update.df
+            if update.updated_at is not None:
+                self.updated_at = update.updated_at
+            if update.attempt:
+                self.attempts += 1
+            if update.ran:
                 self.runs += 1
-            if error != self.error:
-                self.error = error
-            if status != self.status:
-                self.status = status
+            if update.error != self.error:
+                self.error = update.error
+            if update.status != self.status:
+                self.status = update.status
 
     def snapshot(self) -> tuple[Any, str, str | None, Any, int]:
         """``(df, status, error, updated_at, runs)`` of one consistent moment."""
@@ -135,9 +148,12 @@ class LiveQuery(traitlets.HasTraits):
     def widget(self) -> Any:
         """The live table widget bound to this query (one per query)."""
         if self._widget is None:
-            from reactive_nb.ui.widgets import LiveTable
+            if widget_factory is None:
+                import importlib
 
-            self._widget = LiveTable(self)
+                importlib.import_module(WIDGET_MODULE)  # registers widget_factory
+            assert widget_factory is not None, f"{WIDGET_MODULE} registers no widget"
+            self._widget = widget_factory(self)
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

@@ -1,13 +1,18 @@
 """The scheduler: which live queries a change makes stale, and in what order they re-run.
 
-Live queries with the same (tenant, cache key) share one *group* and one run. An index
-(tenant, table) -> groups makes a change cost O(affected groups). Marking stale is cheap
-and idempotent and happens in the thread that delivers the change (so ``live.wait()``
-right after a local commit already sees the query as stale); re-running is coalesced:
-a group is queued at most once, a group invalidated while running runs again right after,
-and two runs of one group are at least ``min_interval`` apart. Worker threads take the
-best-ranked ready group: explicit ``db.priorities``, then visible, then high > normal >
-low, then age. A failed run keeps the last good frame and is retried with back-off.
+Live queries with the same (tenant, cache key, definition) share one *group* and one run.
+The ``WatchIndex`` answers which groups a change touches in O(affected). Marking stale is
+cheap and idempotent and happens in the thread that delivers the change (so
+``live.wait()`` right after a local commit already sees the query as stale); re-running
+is coalesced: a group is queued at most once, a group invalidated while running runs
+again right after, and two runs of one group are at least ``min_interval`` apart. The
+next group to run is the best-ranked ready one: explicit ``db.priorities``, then visible,
+then high > normal > low, then age. A failed run keeps the last good frame and is retried
+with back-off.
+
+The scheduler owns no thread: a ``WorkerPool`` (``workers.py``) calls ``take`` and
+``run``; tests call ``step()`` / ``run_until_idle()`` with an injected clock instead, like
+shiny's ``reactive.flush()``.
 """
 
 from __future__ import annotations
@@ -20,16 +25,18 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
 
-from reactive_nb.events import ALL_TABLES, Change
+from reactive_nb.errors import one_line
+from reactive_nb.events import Change
 from reactive_nb.live.functions import PRIORITIES
+from reactive_nb.live.index import WatchIndex
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from reactive_nb.live.functions import ReactiveFunction
-    from reactive_nb.live.query import LiveQuery
+    from reactive_nb.live.functions import Priority, ReactiveFunction
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +44,42 @@ BACKOFF_START = 0.1
 BACKOFF_CAP = 30.0
 
 # Group states.
-NEW, IDLE, QUEUED, DELAYED, RUNNING = "new", "idle", "queued", "delayed", "running"
+NEW, IDLE, QUEUED, DELAYED, RUNNING, CLOSED = "new", "idle", "queued", "delayed", "running", \
+    "closed"
+
+GroupKey = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one scheduling step tells a live query (set as traits, lock released)."""
+
+    df: pd.DataFrame | None
+    status: str
+    error: str | None
+    updated_at: datetime | None = None  # None: unchanged
+    ran: bool = False  # the handler ran (not a cache hit)
+    attempt: bool = False  # a refresh attempt started
+
+
+class Member(Protocol):
+    """A live query as the scheduler sees it."""
+
+    @property
+    def group_key(self) -> GroupKey: ...
+    @property
+    def function(self) -> ReactiveFunction: ...
+    @property
+    def inputs(self) -> dict[str, Any]: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def priority(self) -> Priority: ...
+    @property
+    def visible(self) -> bool: ...
+    def receive(self, update: Update) -> None: ...
 
 
 @dataclass(eq=False)
@@ -48,7 +90,7 @@ class Group:
     tenant: str
     key: str
     inputs: dict[str, Any]
-    members: weakref.WeakSet[LiveQuery] = field(default_factory=weakref.WeakSet)
+    members: weakref.WeakSet[Member] = field(default_factory=weakref.WeakSet)
     state: str = NEW
     dirty: bool = False  # invalidated while running: run again right after
     force: bool = False  # next run bypasses the cache (explicit refresh)
@@ -57,10 +99,9 @@ class Group:
     failures: int = 0
     not_before: float = 0.0  # earliest start of the next run (min_interval, back-off)
     stale_since: float = 0.0
-    indexed: frozenset[str] = frozenset()
 
     @property
-    def group_key(self) -> tuple[str, str, int]:
+    def group_key(self) -> GroupKey:
         return (self.tenant, self.key, self.fn.fingerprint)
 
     @property
@@ -68,24 +109,13 @@ class Group:
         return self.state == IDLE and not self.dirty and self.df is not None and not self.error
 
 
-@dataclass
-class _Update:
-    """Trait values to push to a group's members once the lock is released."""
-
-    members: list[LiveQuery]
-    values: dict[str, Any]
-
-
 class Scheduler:
-    """Turns changes into ordered, coalesced refreshes run by a small worker pool."""
+    """Turns changes into ordered, coalesced refreshes; ``take``/``run`` do the work."""
 
-    def __init__(self, *, workers: int = 4, min_interval: float = 0.05,
+    def __init__(self, *, min_interval: float = 0.05,
                  follow: Callable[[str], None] | None = None,
                  unfollow: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
-        self.workers = workers
         self.min_interval = min_interval
         self._follow = follow
         self._unfollow = unfollow
@@ -94,21 +124,19 @@ class Scheduler:
         # while running a handler, touching Redis or setting traits (which may send
         # widget messages). Contention is low: one short section per change and per run.
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._groups: dict[tuple[str, str, int], Group] = {}
-        self._index: dict[tuple[str, str], set[Group]] = {}
-        self._by_tenant: dict[str, set[Group]] = {}
+        self.wake = threading.Condition(self._lock)
+        self._groups: dict[GroupKey, Group] = {}
+        self._index: WatchIndex[Group] = WatchIndex()
         self._ready: list[tuple[tuple[Any, ...], int, Group]] = []
         self._delayed: list[tuple[float, int, Group]] = []
         self._seq = itertools.count()
         self._explicit: dict[str, int] = {}
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self.changes_seen = 0
+        self.on_attach: Callable[[], None] | None = None  # the worker pool starts lazily
+        self.closed = False
 
     # -- membership ------------------------------------------------------------------------
 
-    def attach(self, live: LiveQuery) -> None:
+    def attach(self, live: Member) -> None:
         """Register a live query: join its group, or create one and show cached data at once."""
         with self._lock:
             group = self._groups.get(live.group_key)
@@ -116,15 +144,15 @@ class Scheduler:
             if group is None:
                 group = Group(live.function, live.tenant, live.key, dict(live.inputs))
                 self._groups[live.group_key] = group
-                self._reindex_locked(group)
-                self._by_tenant.setdefault(live.tenant, set()).add(group)
+                self._index.add(group)
             group.members.add(live)
             joined = self._snapshot(group)
         if self._follow is not None:
             self._follow(live.tenant)
-        self._start_workers()
+        if self.on_attach is not None:
+            self.on_attach()
         if not created:
-            self._push([live], joined.values)
+            self._push([live], joined)
             return
         peeked = live.function.peek(live.tenant, live.key)  # I/O: outside the lock
         with self._lock:
@@ -135,20 +163,19 @@ class Scheduler:
                 if peeked is None or not peeked[1]:
                     self._mark_stale_locked(group)
             update = self._snapshot(group)
+            members = list(group.members)
         if peeked is not None:
-            from datetime import datetime, timezone
+            update = _with(update, updated_at=datetime.fromtimestamp(peeked[2], timezone.utc))
+        self._push(members, update)
 
-            update.values["updated_at"] = datetime.fromtimestamp(peeked[2], timezone.utc)
-        self._push(update.members, update.values)
-
-    def detach(self, live: LiveQuery) -> None:
+    def detach(self, live: Member) -> None:
         with self._lock:
             group = self._groups.get(live.group_key)
             if group is not None:
                 group.members.discard(live)
                 if not group.members:
                     self._drop_locked(group)
-            emptied = live.tenant not in self._by_tenant
+            emptied = not self._index.has_tenant(live.tenant)
         if emptied:
             self._stop_following(live.tenant)
 
@@ -162,60 +189,34 @@ class Scheduler:
             return
         self._unfollow(tenant)
         with self._lock:
-            wanted = tenant in self._by_tenant
+            wanted = self._index.has_tenant(tenant)
         if wanted and self._follow is not None:
             self._follow(tenant)
 
     def reindex(self, fn: ReactiveFunction) -> None:
         """The function's watched tables changed (inferred dependencies grew)."""
         with self._lock:
-            for group in list(self._groups.values()):
-                if group.fn is fn:
-                    self._reindex_locked(group)
-
-    def _reindex_locked(self, group: Group) -> None:
-        watched = group.fn.watched - {ALL_TABLES}
-        for table in group.indexed - watched:
-            self._index.get((group.tenant, table), set()).discard(group)
-        for table in watched - group.indexed:
-            self._index.setdefault((group.tenant, table), set()).add(group)
-        group.indexed = watched
+            for group in self._index.of_function(fn):
+                self._index.reindex(group)
 
     def _drop_locked(self, group: Group) -> None:
         self._groups.pop(group.group_key, None)
-        for table in group.indexed:
-            bucket = self._index.get((group.tenant, table))
-            if bucket is not None:
-                bucket.discard(group)
-                if not bucket:
-                    del self._index[(group.tenant, table)]
-        tenant_groups = self._by_tenant.get(group.tenant)
-        if tenant_groups is not None:
-            tenant_groups.discard(group)
-            if not tenant_groups:
-                del self._by_tenant[group.tenant]
-        group.state = "closed"
+        self._index.remove(group)
+        group.state = CLOSED
 
     def tenants(self) -> list[str]:
+        """Tenants this process has live queries for."""
         with self._lock:
-            return list(self._by_tenant)
+            return self._index.tenants()
 
     # -- invalidation ----------------------------------------------------------------------
 
     def on_change(self, change: Change) -> None:
         """Mark every group whose watched tables meet the change stale (O(affected))."""
-        updates: list[_Update] = []
+        updates: list[tuple[list[Member], Update]] = []
         with self._lock:
-            self.changes_seen += 1
-            if change.all_tables:
-                affected: Iterable[Group] = list(self._by_tenant.get(change.tenant, ()))
-            else:
-                hit: set[Group] = set()
-                for table in change.tables:
-                    hit |= self._index.get((change.tenant, table), set())
-                affected = hit
             dropped = False
-            for group in affected:
+            for group in self._index.affected(change):
                 if not group.members:  # its live queries were garbage-collected
                     self._drop_locked(group)
                     dropped = True
@@ -223,18 +224,14 @@ class Scheduler:
                 before = group.state
                 self._mark_stale_locked(group)
                 if group.state != before or group.dirty:
-                    updates.append(self._snapshot(group))
-            emptied = dropped and change.tenant not in self._by_tenant
-        for update in updates:
-            self._push(update.members, update.values)
+                    updates.append((list(group.members), self._snapshot(group)))
+            emptied = dropped and not self._index.has_tenant(change.tenant)
+        for members, update in updates:
+            self._push(members, update)
         if emptied:
             self._stop_following(change.tenant)
 
-    def mark_tenant_stale(self, tenant: str) -> None:
-        """Re-check everything a tenant's live queries watch (after a gap in the change feed)."""
-        self.on_change(Change(tenant, frozenset({ALL_TABLES}), origin="gap"))
-
-    def refresh(self, live: LiveQuery) -> None:
+    def refresh(self, live: Member) -> None:
         """Queue a run now, bypassing the cache."""
         with self._lock:
             group = self._groups.get(live.group_key)
@@ -242,15 +239,15 @@ class Scheduler:
                 return
             group.force = True
             self._mark_stale_locked(group, respect_interval=False)
-            update = self._snapshot(group)
-        self._push(update.members, update.values)
+            update, members = self._snapshot(group), list(group.members)
+        self._push(members, update)
 
     def _mark_stale_locked(self, group: Group, respect_interval: bool = True) -> None:
         now = self._clock()
         if group.state == RUNNING:
             group.dirty = True
             return
-        if group.state in (QUEUED, DELAYED, NEW, "closed"):
+        if group.state in (QUEUED, DELAYED, NEW, CLOSED):
             return
         group.stale_since = now
         if respect_interval and group.not_before > now:
@@ -258,7 +255,7 @@ class Scheduler:
             heapq.heappush(self._delayed, (group.not_before, next(self._seq), group))
         else:
             self._queue_locked(group)
-        self._wake.notify()
+        self.wake.notify()
 
     def _queue_locked(self, group: Group) -> None:
         group.state = QUEUED
@@ -270,6 +267,12 @@ class Scheduler:
         with self._lock:
             self._explicit = {name: i for i, name in enumerate(names)}
             self._rerank_locked()
+
+    @property
+    def priorities(self) -> list[str]:
+        """The explicit order set by ``db.priorities`` (first = most important)."""
+        with self._lock:
+            return sorted(self._explicit, key=self._explicit.__getitem__)
 
     def visibility_changed(self) -> None:
         with self._lock:
@@ -288,16 +291,6 @@ class Scheduler:
 
     # -- running ---------------------------------------------------------------------------
 
-    def _start_workers(self) -> None:
-        with self._lock:
-            if self._threads or self._stop.is_set():
-                return
-            for i in range(self.workers):
-                thread = threading.Thread(target=self._work, name=f"reactive_nb-worker-{i}",
-                                          daemon=True)
-                self._threads.append(thread)
-                thread.start()
-
     def _next_locked(self) -> Group | None:
         """Pop the best ready group, promoting delayed ones that are due; None if none."""
         now = self._clock()
@@ -314,55 +307,63 @@ class Scheduler:
                 return group
         return None
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                group = self._next_locked()
-                if group is None:
-                    if self._stop.is_set():  # close() may have notified before we got here
-                        return
-                    timeout = (self._delayed[0][0] - self._clock()) if self._delayed else None
-                    self._wake.wait(timeout if timeout is None else max(timeout, 0.0005))
-                    continue
-                group.state, group.dirty = RUNNING, False
-                force, group.force = group.force, False
-            try:
-                self._run(group, force)
-            except Exception:  # never let a worker die silently
-                logger.exception("reactive_nb worker failed while refreshing %s", group.key)
-                with self._lock:
-                    if group.state == RUNNING:
-                        group.state = IDLE
+    def take(self, stop: threading.Event | None = None) -> tuple[Group, bool] | None:
+        """The next group to run, marked RUNNING, and whether to bypass the cache.
 
-    def run_once(self) -> bool:
-        """Run the best ready group in the calling thread (for tests); False if none."""
+        With ``stop`` it blocks until a group is due or ``stop`` is set (then None);
+        without, it returns None at once when nothing is due.
+        """
         with self._lock:
-            group = self._next_locked()
-            if group is None:
-                return False
-            group.state, group.dirty = RUNNING, False
-            force, group.force = group.force, False
-        self._run(group, force)
+            while True:
+                group = self._next_locked()
+                if group is not None:
+                    group.state, group.dirty = RUNNING, False
+                    force, group.force = group.force, False
+                    return group, force
+                if stop is None or stop.is_set():
+                    return None
+                timeout = (self._delayed[0][0] - self._clock()) if self._delayed else None
+                self.wake.wait(timeout if timeout is None else max(timeout, 0.0005))
+
+    def step(self) -> bool:
+        """Run the best due group in the calling thread; False if none is due (for tests)."""
+        taken = self.take()
+        if taken is None:
+            return False
+        self.run(*taken)
         return True
 
+    def run_until_idle(self, limit: int = 10_000) -> int:
+        """Run due groups until none is due (delayed ones wait for the clock); the count."""
+        runs = 0
+        while runs < limit and self.step():
+            runs += 1
+        return runs
+
+    def run(self, group: Group, force: bool) -> None:
+        """Run one taken group and push the outcome to its members; never raises."""
+        try:
+            self._run(group, force)
+        except Exception:  # never let a worker die silently
+            logger.exception("reactive_nb failed while refreshing %s", group.key)
+            with self._lock:
+                if group.state == RUNNING:
+                    group.state = IDLE
+
     def _run(self, group: Group, force: bool) -> None:
-        """Run one group (state RUNNING) and push the outcome to its members.
-
-        Members are held strongly only inside this call, so a live query dropped by its
-        user can be garbage-collected between runs.
-        """
-        from datetime import datetime, timezone
-
+        """Members are held strongly only inside this call, so a live query dropped by its
+        user can be garbage-collected between runs."""
         with self._lock:
-            starting = self._snapshot(group, status="refreshing")
-        self._push(starting.members, starting.values)
-        del starting
+            starting = _with(self._snapshot(group, status="refreshing"), attempt=True)
+            members = list(group.members)
+        self._push(members, starting)
+        del members
         error: str | None = None
         fetched = None
         try:
             fetched = group.fn.fetch(group.tenant, group.inputs, key=group.key, force=force)
         except Exception as exc:
-            error = _one_line(exc)
+            error = one_line(exc, typed=True)
             logger.warning("refresh of %s failed: %s", group.key, error)
         with self._lock:
             now = self._clock()
@@ -375,26 +376,25 @@ class Scheduler:
                 delay = min(BACKOFF_START * 2 ** (group.failures - 1), BACKOFF_CAP)
                 group.not_before = now + max(delay, self.min_interval)
                 group.dirty = True  # still stale: retry after the back-off
-            values = self._snapshot(group).values
+            update = self._snapshot(group)
             if fetched is not None:
-                values["status"] = "stale" if group.dirty else "fresh"
-                values["updated_at"] = datetime.now(timezone.utc)
-                values["ran"] = not fetched.hit
+                update = _with(update, status="stale" if group.dirty else "fresh",
+                               updated_at=datetime.now(timezone.utc), ran=not fetched.hit)
             members = list(group.members)
         # Traits are set while the group is still RUNNING, so no later run can overtake us.
-        self._push(members, values)
+        self._push(members, update)
         with self._lock:
-            if group.state == "closed":
+            if group.state == CLOSED:
                 return
             group.state = IDLE
             if group.dirty:
                 group.dirty = False
                 self._mark_stale_locked(group)
-            self._wake.notify_all()
+            self.wake.notify_all()
 
     # -- waiting and state -----------------------------------------------------------------
 
-    def wait_fresh(self, live: LiveQuery, timeout: float) -> bool:
+    def wait_fresh(self, live: Member, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
@@ -404,21 +404,18 @@ class Scheduler:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._wake.wait(left)
+                self.wake.wait(left)
 
-    def state(self, live: LiveQuery) -> dict[str, Any]:
-        """The scheduling state of a live query's group (for status displays and tests)."""
-        return self.state_of(live.group_key)
-
-    def state_of(self, group_key: tuple[str, str, int]) -> dict[str, Any]:
+    def state_of(self, group_key: GroupKey) -> dict[str, Any]:
+        """The scheduling state of a group (for status displays and tests)."""
         with self._lock:
             group = self._groups.get(group_key)
             if group is None:
-                return {"state": "closed", "members": 0}
+                return {"state": CLOSED, "members": 0}
             return {"state": group.state, "dirty": group.dirty, "failures": group.failures,
                     "members": len(group.members)}
 
-    def _snapshot(self, group: Group, status: str | None = None) -> _Update:
+    def _snapshot(self, group: Group, status: str | None = None) -> Update:
         if status is None:
             if group.error is not None:
                 status = "error"
@@ -432,27 +429,23 @@ class Scheduler:
                 status = "fresh"
         if status == "refreshing" and group.df is None:
             status = "loading"
-        return _Update(list(group.members), {"df": group.df, "status": status,
-                                             "error": group.error})
+        return Update(group.df, status, group.error)
 
-    def _push(self, members: list[LiveQuery], values: dict[str, Any]) -> None:
+    def _push(self, members: list[Member], update: Update) -> None:
         for live in members:
             try:
-                live._apply(values)
+                live.receive(update)
             except Exception:
                 logger.exception("observer of %s failed", live.key)
 
-    # -- shutdown --------------------------------------------------------------------------
-
     def close(self) -> None:
-        self._stop.set()
+        """Wake every waiter; workers see their stop event."""
         with self._lock:
-            self._wake.notify_all()
-            threads, self._threads = self._threads, []
-        for thread in threads:
-            thread.join(timeout=10)
+            self.closed = True
+            self.wake.notify_all()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:500]
+def _with(update: Update, **changes: Any) -> Update:
+    from dataclasses import replace
+
+    return replace(update, **changes)

@@ -108,4 +108,58 @@ class RelationGraph:
         return deps | widened | {ALL_TABLES}
 
 
-__all__ = ["Catalog", "RelationGraph", "canonical", "closest"]
+
+
+class LiveCatalog:
+    """The current ``Catalog`` of a database, re-read after DDL created a table it lacks.
+
+    ``note(change)`` is subscribed to the bus: a committed write naming an unknown table
+    marks the catalog stale, and the next lookup re-reads it. ``_lock`` guards the swap.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        import threading
+
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._catalog = Catalog.inspect(engine)
+        self._stale = False
+
+    @property
+    def current(self) -> Catalog:
+        if self._stale:
+            self.refresh()
+        return self._catalog
+
+    def refresh(self) -> None:
+        """Re-read the database's tables (after DDL)."""
+        catalog = Catalog.inspect(self._engine)
+        with self._lock:
+            self._catalog, self._stale = catalog, False
+
+    def note(self, tables: Iterable[str]) -> None:
+        known = self._catalog.tables
+        if any(t not in known and t != ALL_TABLES for t in tables):
+            self._stale = True
+
+    def resolve(self, names: Iterable[str], where: str) -> frozenset[str]:
+        """Canonical table names; an unknown one raises RelationError with a suggestion."""
+        resolved = set()
+        for name in names:
+            if name == ALL_TABLES:
+                resolved.add(name)
+                continue
+            try:
+                resolved.add(self._catalog.resolve(name, where))
+            except RelationError:
+                self.refresh()
+                resolved.add(self._catalog.resolve(name, where))
+        return frozenset(resolved)
+
+    def columns(self, table: str) -> frozenset[str]:
+        """Lower-cased column names of a (canonically named) table."""
+        catalog = self.current
+        return catalog.tables.get(catalog.canonical(table), frozenset())
+
+
+__all__ = ["Catalog", "LiveCatalog", "RelationGraph", "canonical", "closest"]

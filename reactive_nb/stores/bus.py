@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from reactive_nb.events import ALL_TABLES, PROCESS_ORIGIN, Change
+from reactive_nb.threads import Background
 
 if TYPE_CHECKING:
     import redis
@@ -60,9 +61,10 @@ _UNKNOWN_ORIGIN = "unknown"  # origin of an entry written without one
 class Bus(Protocol):
     """Carries changes to subscribers: this process's at once, other processes' if shared."""
 
-    def publish(self, change: Change) -> None:
-        """Deliver to this process's subscribers now, in the caller's thread, then to other
-        processes. Never raises because a shared backend is unreachable."""
+    def publish(self, change: Change, *, remote: bool = True) -> None:
+        """Deliver to this process's subscribers now, in the caller's thread, then (unless
+        ``remote`` is False) to other processes. Never raises because a shared backend is
+        unreachable."""
         ...
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
@@ -124,7 +126,7 @@ class MemoryBus:
     def __init__(self) -> None:
         self._subscribers = _Subscribers()
 
-    def publish(self, change: Change) -> None:
+    def publish(self, change: Change, *, remote: bool = True) -> None:
         self._subscribers.deliver(change)
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
@@ -295,14 +297,14 @@ class RedisBus:
             redis_module.ConnectionError, redis_module.TimeoutError, OSError)
         self._redis_error = redis_module.RedisError
         self._subscribers = _Subscribers()
-        self._stop = threading.Event()
         self._wake = threading.Event()  # set by follow() and close(): the reader looks again
+        self._reader = Background("bus-redis", self._loop, wake=self._wake.set)
+        self._stop = self._reader.stopping
         # Guards everything below. Held only to read or swap these fields, never across
         # Redis calls or callbacks, so publishers and the reader barely meet on it.
         self._lock = threading.Lock()
         self._cursors: dict[str, _Cursor] = {}  # followed tenants
         self._full_check = True  # the reader must look at every followed stream
-        self._thread: threading.Thread | None = None
         self._closed = False
         self._down = False  # inside an outage (one warning each)
         self._pending: dict[tuple[str, str], Change] = {}  # not yet sent, per (tenant, origin)
@@ -321,9 +323,9 @@ class RedisBus:
 
     # --- publishing -------------------------------------------------------------------
 
-    def publish(self, change: Change) -> None:
+    def publish(self, change: Change, *, remote: bool = True) -> None:
         self._subscribers.deliver(change)
-        if not change.tables:
+        if not change.tables or not remote:
             return
         with self._lock:
             self._sent[change.id] = None
@@ -465,36 +467,21 @@ class RedisBus:
     def _start_thread(self) -> None:
         """Start the reader thread once (lock held); it reads followed streams and sends
         changes held during an outage."""
-        if self._thread is None and not self._closed:
-            self._thread = threading.Thread(
-                target=self._run, name="reactive_nb-bus-redis", daemon=True)
-            self._thread.start()
+        if not self._closed:
+            self._reader.start()
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
             held = len(self._pending)
-        self._stop.set()
-        self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.block_ms / 1000 + 5.0)
-            if thread.is_alive():
-                logger.warning("the Redis bus reader did not stop in time")
+        self._reader.stop()
         self._redis.connection_pool.disconnect()
         if held:
             logger.warning("closing the Redis bus with changes of %d tenant(s) not sent", held)
 
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except BaseException:
-            logger.exception("the Redis bus reader stopped on an unexpected error")
-            raise
-
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event) -> None:
         delay = _FIRST_DELAY
         last_error = ""
         while not self._stop.is_set():

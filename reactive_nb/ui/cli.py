@@ -32,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from reactive_nb.errors import one_line
+
 if TYPE_CHECKING:
     from reactive_nb.db import ReactiveDB
     from reactive_nb.live.query import LiveQuery
@@ -49,22 +51,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(f"{message} (see {self.prog} --help)")
-
-
-def _one_line(exc: BaseException) -> str:
-    """The first line of an error's message; the database's own message when there is one."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:  # pandas wraps SQLAlchemy errors
-        if getattr(current, "orig", None) is not None:
-            exc = current.orig  # type: ignore[attr-defined]
-            break
-        seen.add(id(current))
-        current = current.__cause__
-    for line in str(exc).splitlines():
-        if line.strip():
-            return " ".join(line.split())
-    return type(exc).__name__
 
 
 def _clock() -> str:
@@ -108,7 +94,7 @@ def _demo(args: argparse.Namespace) -> int:
         if not args.headless and not args.redis:
             _install_demo_triggers(url)  # the notebook's kernel hears the writer through them
     except Exception as exc:
-        raise CliError(f"cannot prepare the demo database: {_one_line(exc)}") from None
+        raise CliError(f"cannot prepare the demo database: {one_line(exc)}") from None
     rows = demo.count(url)
     _say(f"demo database: {_shown(url)} ({'created' if created else 'existing'}, "
          f"{len(demo.ORGANIZATIONS)} organizations, {rows:,} messages)")
@@ -119,7 +105,7 @@ def _demo(args: argparse.Namespace) -> int:
         # all beside JupyterLab: capturing its own writes is enough.
         db = connect(url, redis=args.redis, capture="local")
     except Exception as exc:
-        raise CliError(f"cannot connect: {_one_line(exc)}") from None
+        raise CliError(f"cannot connect: {one_line(exc)}") from None
     writer = demo.DemoWriter(db, interval=args.interval)
     try:
         if args.headless:
@@ -140,24 +126,15 @@ def _shown(url: str) -> str:
 def _install_demo_triggers(url: str) -> None:
     """Triggers on the demo tables, so a notebook kernel sees the writer's writes (without
     Redis, they are how another process hears of a write)."""
-    from reactive_nb.ui import demo
     from reactive_nb.db import connect
+    from reactive_nb.ui import demo
 
     db = connect(url, capture="local")
     try:
         if db.engine.dialect.name in ("sqlite", "postgresql"):
-            _install(db, demo.TABLES)
+            db.install_triggers(demo.TABLES)
     finally:
         db.close()
-
-
-def _install(db: ReactiveDB, tables: list[str] | None) -> list[str]:
-    method = getattr(db, "install_triggers", None)
-    if method is not None:
-        return list(method(tables) or [])
-    from reactive_nb.capture.sources import install_triggers
-
-    return install_triggers(db, tables)
 
 
 def _demo_headless(db: ReactiveDB, writer: Any, seconds: float) -> int:
@@ -296,9 +273,9 @@ def _redis(url: str) -> Any:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         client.close()
-        raise CliError(f"cannot reach Redis: {_one_line(exc)}") from None
+        raise CliError(f"cannot reach Redis: {one_line(exc)}") from None
     except ValueError as exc:
-        raise CliError(f"bad Redis URL: {_one_line(exc)}") from None
+        raise CliError(f"bad Redis URL: {one_line(exc)}") from None
     return client
 
 
@@ -322,7 +299,7 @@ def _notify(args: argparse.Namespace) -> int:
     except CliError:
         raise
     except Exception as exc:
-        raise CliError(f"cannot notify: {_one_line(exc)}") from None
+        raise CliError(f"cannot notify: {one_line(exc)}") from None
     finally:
         client.close()
     versions = ", ".join(f"{t} v{bumped.get(t, '?')}" for t in tables)
@@ -378,24 +355,18 @@ def _triggers(args: argparse.Namespace, install: bool) -> int:
         db = connect(args.url, capture="local",
                      tenant_column=getattr(args, "tenant_column", None))
     except Exception as exc:
-        raise CliError(f"cannot connect: {_one_line(exc)}") from None
+        raise CliError(f"cannot connect: {one_line(exc)}") from None
     try:
         if install:
             tables = ([t.strip() for t in args.tables.split(",") if t.strip()]
                       if args.tables else None)
-            names = _install(db, tables)
+            names = db.install_triggers(tables)
             _say(f"change capture installed on {len(names)} table(s): {', '.join(names)}")
         else:
-            method = getattr(db, "uninstall_triggers", None)
-            if method is not None:
-                method()
-            else:
-                from reactive_nb.capture.sources import uninstall_triggers
-
-                uninstall_triggers(db)
+            db.uninstall_triggers()
             _say("change capture removed")
     except Exception as exc:
-        raise CliError(_one_line(exc)) from None
+        raise CliError(one_line(exc)) from None
     finally:
         db.close()
     return 0

@@ -34,6 +34,8 @@ from sqlalchemy import (
     text,
 )
 
+from reactive_nb.threads import Background
+
 if TYPE_CHECKING:
     from reactive_nb.db import ReactiveDB
 
@@ -238,13 +240,14 @@ class DemoWriter:
         self._organizations = organizations
         self._agents: dict[str, list[int]] = {}
         self._users: dict[str, list[int]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = Background(WRITER_THREAD, self._run)
+        self._started = False
 
     def start(self) -> DemoWriter:
         """Read the agents and users to write about, then start the thread."""
-        if self._thread is not None:
+        if self._started:
             return self
+        self._started = True
         for name, found in (("agent", self._agents), ("users", self._users)):
             frame = self.db.read_sql(f"SELECT id, organization_id FROM {name} ORDER BY id")
             for ident, org in zip(frame["id"], frame["organization_id"], strict=True):
@@ -253,7 +256,6 @@ class DemoWriter:
         self._orgs = sorted(set(self._agents) & set(self._users))
         if not self._orgs:
             raise ValueError("the demo writer found no organization with agents and users")
-        self._thread = threading.Thread(target=self._run, name=WRITER_THREAD, daemon=True)
         self._thread.start()
         return self
 
@@ -277,10 +279,10 @@ class DemoWriter:
         self.writes += 1
         self.first_write.set()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         from reactive_nb.errors import ClosedError
 
-        while not self._stop.wait(self.interval):
+        while not stop.wait(self.interval):
             try:
                 self.step()
             except ClosedError:
@@ -290,12 +292,7 @@ class DemoWriter:
 
     def close(self) -> None:
         """Stop and join the thread (idempotent)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
-            if thread.is_alive():
-                logger.warning("%s did not stop within 10 s", WRITER_THREAD)
+        self._thread.stop()
 
     def __enter__(self) -> DemoWriter:
         return self.start()

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from reactive_nb.errors import one_line
+
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -69,35 +71,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see %reactive --help)")
-
-
-def _one_line(exc: BaseException) -> str:
-    """The first non-empty line of an error's message (database messages span several)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return " ".join(line.split())
-    return type(exc).__name__
-
-
-def _sqlalchemy_error(exc: BaseException) -> BaseException | None:
-    """The SQLAlchemy error behind ``exc`` (pandas wraps it in its own DatabaseError)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, SQLAlchemyError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _db_error(exc: BaseException) -> str:
-    """The database's own message (``DBAPIError.orig``) behind an error, on one line."""
-    found = _sqlalchemy_error(exc) or exc
-    orig = getattr(found, "orig", None)
-    return _one_line(orig if orig is not None else found)
 
 
 def _split(line: str) -> list[str]:
@@ -195,9 +168,9 @@ class ReactiveMagics(Magics):
             db = connect(url, relations=relations, redis=redis, min_interval=args.min_interval,
                          workers=args.workers)
         except SQLAlchemyError as exc:
-            raise UsageError(f"%reactive connect: {_db_error(exc)}") from None
+            raise UsageError(f"%reactive connect: {one_line(exc)}") from None
         except (ValueError, ImportError, OSError) as exc:
-            raise UsageError(f"%reactive connect: {_one_line(exc)}") from None
+            raise UsageError(f"%reactive connect: {one_line(exc)}") from None
         self.state.close()  # only once the new connection works
         self.state.db = db
         self.state.shell.user_ns[DB_VARIABLE] = db
@@ -232,6 +205,8 @@ class ReactiveMagics(Magics):
         inputs = {p: ns[p] for p in params}
         deps = [d.strip() for d in args.deps.split(",") if d.strip()] if args.deps else None
 
+        from sqlalchemy.exc import SQLAlchemyError
+
         from reactive_nb.errors import ReactiveError
         from reactive_nb.model.tenants import current_tenant
 
@@ -245,19 +220,15 @@ class ReactiveMagics(Magics):
             # Run once here: a SQL error shows in this cell, the dependencies are learned
             # now, and the live query starts from this (cached, fresh) result.
             columns = list(fn.fetch(tenant, values, key=key, force=True).df.columns)
-        except Exception as exc:
-            if _sqlalchemy_error(exc) is not None:
-                raise UsageError(f"{where}: {_db_error(exc)}") from None
-            if isinstance(exc, ReactiveError | ValueError | TypeError):
-                raise UsageError(f"{where}: {_one_line(exc)}") from None
-            raise
+        except (SQLAlchemyError, ReactiveError, ValueError, TypeError) as exc:
+            raise UsageError(f"{where}: {one_line(exc)}") from None
         primary_key = tuple(c.strip() for c in (args.key or "").split(",") if c.strip())
         unknown = [c for c in primary_key if c not in columns]
         if unknown:
             raise UsageError(f"{where}: --key {unknown[0]!r} is not a column of the result "
                              f"({', '.join(map(str, columns))})")
-        live = db.live_query(fn, values, key, tenant, args.priority)
-        live.primary_key = primary_key or None
+        live = fn.live(values, priority=args.priority, tenant=tenant,
+                       primary_key=primary_key or None)
         previous = self.state.lives.get(name)
         self.state.lives[name] = live
         ns[name] = live
@@ -371,7 +342,7 @@ def _load_relations(path: str) -> dict[str, list[str]]:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # JSON or YAML syntax (yaml.YAMLError: yaml loads lazily)
-        raise UsageError(f"{where}: {path}: {_one_line(exc)}") from None
+        raise UsageError(f"{where}: {path}: {one_line(exc)}") from None
     if not isinstance(data, dict) or not all(
             isinstance(v, list) and all(isinstance(i, str) for i in v) for v in data.values()):
         raise UsageError(f"{where}: {path} must map each table to a list of table names")

@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Protocol
 
+from reactive_nb.threads import Background
+
 logger = logging.getLogger(__name__)
 
 THREAD_NAME = "reactive_nb-widget-flush"
@@ -41,8 +43,7 @@ class Flusher:
         self._widgets: set[Flushable] = set()
         self._due: dict[Flushable, float] = {}
         self._last_push: dict[Flushable, float] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()  # the running thread's own stop switch
+        self._thread: Background | None = None
 
     def register(self, widget: Flushable) -> None:
         with self._cond:
@@ -65,31 +66,22 @@ class Flusher:
                 return  # closed, or already scheduled: that push will carry this change
             now = time.monotonic()
             self._due[widget] = max(now, self._last_push.get(widget, 0.0) + self.interval)
-            if self._thread is None or not self._thread.is_alive():
-                # A fresh Event per thread: a thread told to stop never sees it cleared.
-                self._stop = threading.Event()
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._stop,), name=THREAD_NAME, daemon=True
-                )
+            if self._thread is None or not self._thread.alive:
+                # A fresh thread (and stop event) each time: one told to stop stays stopped.
+                self._thread = Background(THREAD_NAME, self._run, wake=self._notify_all)
                 self._thread.start()
             self._cond.notify()
 
     def stop(self) -> None:
         """Stop and join the thread (pending pushes are dropped). Idempotent."""
         with self._cond:
-            thread = self._thread
-            self._thread = None
-            self._stop.set()
-            self._cond.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
-            if thread.is_alive():
-                logger.warning("%s did not stop within 5 s", THREAD_NAME)
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop()
 
-    @property
-    def running(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+    def _notify_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _run(self, stop: threading.Event) -> None:
         while True:

@@ -1,0 +1,96 @@
+"""Who watches what: the index from (tenant, table) to the groups of live queries.
+
+The one answer, inside a process, to "which live queries does this change make stale".
+It costs O(affected groups) per change, whatever the number of live queries. The
+scheduler owns the only ``WatchIndex`` and mutates it under its own lock; everything else
+gets the read-only ``IndexView``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from reactive_nb.events import ALL_TABLES, Change
+
+if TYPE_CHECKING:
+    from reactive_nb.live.functions import ReactiveFunction
+
+
+class Watcher(Protocol):
+    """What the index needs of a group: its tenant and function (for watched tables)."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def fn(self) -> ReactiveFunction: ...
+
+
+W = TypeVar("W", bound=Watcher)
+
+
+class IndexView(Protocol[W]):
+    """Read-only questions about the index."""
+
+    def affected(self, change: Change) -> set[W]: ...
+    def tenants(self) -> list[str]: ...
+
+
+class WatchIndex(IndexView[W]):
+    """(tenant, table) -> watchers, and tenant -> watchers. Not thread-safe: the owner locks."""
+
+    def __init__(self) -> None:
+        self._by_table: dict[tuple[str, str], set[W]] = {}
+        self._by_tenant: dict[str, set[W]] = {}
+        self._indexed: dict[W, frozenset[str]] = {}
+
+    def add(self, watcher: W) -> None:
+        self._by_tenant.setdefault(watcher.tenant, set()).add(watcher)
+        self._indexed.setdefault(watcher, frozenset())
+        self.reindex(watcher)
+
+    def reindex(self, watcher: W) -> None:
+        """Follow the watcher's current watched tables (inferred dependencies grow)."""
+        before = self._indexed.get(watcher)
+        if before is None:
+            return
+        watched = watcher.fn.watched - {ALL_TABLES}
+        for table in before - watched:
+            self._discard((watcher.tenant, table), watcher)
+        for table in watched - before:
+            self._by_table.setdefault((watcher.tenant, table), set()).add(watcher)
+        self._indexed[watcher] = watched
+
+    def remove(self, watcher: W) -> None:
+        for table in self._indexed.pop(watcher, frozenset()):
+            self._discard((watcher.tenant, table), watcher)
+        group = self._by_tenant.get(watcher.tenant)
+        if group is not None:
+            group.discard(watcher)
+            if not group:
+                del self._by_tenant[watcher.tenant]
+
+    def _discard(self, slot: tuple[str, str], watcher: W) -> None:
+        bucket = self._by_table.get(slot)
+        if bucket is not None:
+            bucket.discard(watcher)
+            if not bucket:
+                del self._by_table[slot]
+
+    def affected(self, change: Change) -> set[W]:
+        """The watchers of ``change.tenant`` whose watched tables meet the change."""
+        if change.all_tables:
+            return set(self._by_tenant.get(change.tenant, ()))
+        hit: set[W] = set()
+        for table in change.tables:
+            hit |= self._by_table.get((change.tenant, table), set())
+        return hit
+
+    def of_function(self, fn: ReactiveFunction) -> Iterable[W]:
+        return [w for w in self._indexed if w.fn is fn]
+
+    def has_tenant(self, tenant: str) -> bool:
+        return tenant in self._by_tenant
+
+    def tenants(self) -> list[str]:
+        return list(self._by_tenant)
