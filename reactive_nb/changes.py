@@ -32,11 +32,14 @@ class ChangeRecorder:
     """
 
     def __init__(self, versions: Versions, bus: Bus, health: StoreHealth,
-                 known_tenants: Callable[[], Iterable[str]]) -> None:
+                 known_tenants: Callable[[], Iterable[str]],
+                 widen: Callable[[frozenset[str]], frozenset[str]] = lambda tables: tables,
+                 ) -> None:
         self._versions = versions
         self._bus = bus
         self._health = health
         self._known_tenants = known_tenants
+        self._widen = widen
 
     def affected_tenants(self, tenant: str) -> set[str]:
         """Whose results a write "as" ``tenant`` can change.
@@ -52,7 +55,12 @@ class ChangeRecorder:
     # -- ChangeSink ------------------------------------------------------------------------
 
     def committed(self, tenant: str, tables: frozenset[str]) -> None:
-        """A write of this process committed: record it for every affected tenant."""
+        """A write of this process committed: record it for every affected tenant.
+
+        The written tables are widened first: an ``ON DELETE CASCADE`` writes the child
+        tables the SQL never names, a write through a view writes its base tables.
+        """
+        tables = self._widen(tables)
         for target in self.affected_tenants(tenant):
             self._record(target, tables, None)
 
@@ -64,7 +72,7 @@ class ChangeRecorder:
         refreshes its own live queries. The id names the transaction, the tenant and the
         tables, since one transaction notifies once per table it wrote.
         """
-        tables = frozenset({ALL_TABLES}) if change.lost else change.tables
+        tables = frozenset({ALL_TABLES}) if change.lost else self._widen(change.tables)
         targets: set[str] = set()
         for tenant in change.tenants if change.tenants is not None else [DEFAULT_TENANT]:
             targets |= self.affected_tenants(tenant)
@@ -77,7 +85,8 @@ class ChangeRecorder:
 
     def invalidate(self, tenant: str, tables: frozenset[str]) -> None:
         """Tables declared changed by the user (``db.invalidate``)."""
-        self.committed(tenant, tables)
+        for target in self.affected_tenants(tenant):
+            self._record(target, tables, None)
 
     def gap(self, tenant: str) -> None:
         """Changes of ``tenant`` from other processes were lost: re-check everything it

@@ -86,15 +86,17 @@ class ReactiveDB:
         if settings.workers:
             self.scheduler.on_attach = self._workers.start
         self.recorder = ChangeRecorder(self.versions, self.bus, self.health,
-                                       lambda: {*self.tenants.names(), *self.scheduler.tenants()})
+                                       lambda: {*self.tenants.names(), *self.scheduler.tenants()},
+                                       widen=self.catalog.widen_writes)
         self._unsubscribe = [self.bus.subscribe(self.scheduler.on_change),
                              self.bus.subscribe(lambda change: self.catalog.note(change.tables))]
         self._capture: LocalCapture | None = None
         if settings.capture != "none":
-            from reactive_nb.capture.sqlalchemy import LocalCapture
+            from reactive_nb.capture.sqlalchemy import LocalCapture, calls_pattern
 
             self._capture = LocalCapture(self.engine, self.recorder.committed,
                                          self.catalog.current.canonical)
+            self._capture.volatile = calls_pattern(self.catalog.facts.volatile_functions)
         self._external: Source | None = None
         if settings.install:
             self.install_triggers()
@@ -125,6 +127,8 @@ class ReactiveDB:
 
         if self._external is None:
             self._external = start_external(self.engine, self.recorder, self._capture)
+        if self._external is not None and self._capture is not None:
+            self._capture.volatile = None  # the triggers report what functions write
 
     def __repr__(self) -> str:
         return f"<ReactiveDB {self.engine.url!r} functions={len(self._functions)}>"
@@ -292,6 +296,11 @@ class ReactiveDB:
     def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]:
         """Canonical table names; an unknown one raises RelationError with a suggestion."""
         return self.catalog.resolve(names, where)
+
+    def watched(self, dependencies: frozenset[str]) -> frozenset[str]:
+        """Tables whose writes make results over ``dependencies`` stale: views count as
+        their base tables, then the relation graph widens the set."""
+        return self.relations.watched(self.catalog.read_set(dependencies))
 
     @property
     def tables(self) -> list[str]:

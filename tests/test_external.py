@@ -13,15 +13,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 import reactive_nb as rnb
+from tests.external_writer import psycopg_write
 from tests.teamhub import create, wait_for
-
-
-def psycopg_write(pg_url: str, sql: str) -> None:
-    """Write from another process with plain psycopg (no reactive_nb there)."""
-    url = make_url(pg_url)
-    script = (f"import psycopg\nwith psycopg.connect(host='127.0.0.1', user='postgres', "
-              f"dbname={url.database!r}) as c:\n    c.execute({sql!r})\n")
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
 
 
 def define(db: rnb.ReactiveDB) -> tuple[rnb.ReactiveFunction, rnb.ReactiveFunction]:

@@ -13,8 +13,10 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
+
+from reactive_nb.events import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -34,19 +36,22 @@ class Source(Protocol):
 class OwnCommits:
     """Transactions this process committed and already published, by PostgreSQL txid.
 
-    The trigger's notification of such a commit would only repeat what the local capture
-    published, so it is dropped (for the tables we published; others still count). The
-    txid is read on the committing connection just before COMMIT, so it is known before
-    the notification can arrive. ``_lock`` guards the dict; it is bounded (oldest dropped).
+    A trigger's notification of such a commit repeats what the local capture published,
+    so it is dropped for the (table, tenant)s our publication covered; others still
+    count: a write made as ``acme`` that changed ``globex`` rows (a ``tenant_column``
+    trigger lists both) still reaches ``globex``. The txid is read on the committing
+    connection just before COMMIT, so it is known before the notification can arrive.
+    ``_lock`` guards the dict; it is bounded (oldest dropped).
     """
 
     LIMIT = 10_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tables: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._published: OrderedDict[str, Mapping[str, frozenset[str]]] = OrderedDict()
 
-    def before_commit(self, dbapi_connection: Any, tables: frozenset[str]) -> None:
+    def before_commit(self, dbapi_connection: Any,
+                      tables: Mapping[str, frozenset[str]]) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("SELECT txid_current_if_assigned()::text")
@@ -55,15 +60,26 @@ class OwnCommits:
             cursor.close()
         if row and row[0]:
             with self._lock:
-                self._tables[str(row[0])] = tables
-                while len(self._tables) > self.LIMIT:
-                    self._tables.popitem(last=False)
+                self._published[str(row[0])] = dict(tables)
+                while len(self._published) > self.LIMIT:
+                    self._published.popitem(last=False)
 
     def remaining(self, change: ExternalChange) -> frozenset[str]:
-        """The tables of ``change`` that our own publication did not cover."""
+        """The tables of ``change`` that our own publication did not cover (for every
+        tenant the notification names). One transaction notifies once per table, so the
+        record stays until it ages out."""
         with self._lock:
-            published = self._tables.pop(change.txid, None)
-        return change.tables if published is None else change.tables - published
+            published = self._published.get(change.txid)
+        if published is None:
+            return change.tables
+        covered = set()
+        for table in change.tables:
+            tenants = {tenant for tenant, tables in published.items() if table in tables}
+            # An unscoped write was published to every tenant already.
+            if tenants and (DEFAULT_TENANT in tenants or change.tenants is None
+                            or change.tenants <= tenants):
+                covered.add(table)
+        return change.tables - covered
 
 
 def start_external(engine: Engine, sink: ChangeSink,
@@ -110,7 +126,7 @@ def _make_source(engine: Engine, sink: ChangeSink, local: LocalCapture | None) -
 
 
 def _sqlite_counters(poller: Any, dbapi_connection: Any,
-                     tables: frozenset[str]) -> Callable[[], None] | None:
+                     per_tenant: Mapping[str, frozenset[str]]) -> Callable[[], None] | None:
     """Read this transaction's trigger counters before COMMIT; announce them after it.
 
     SQLite has one writer at a time, so the counters read inside our write transaction are
@@ -126,6 +142,7 @@ def _sqlite_counters(poller: Any, dbapi_connection: Any,
         return None  # no triggers installed
     finally:
         cursor.close()
+    tables = frozenset().union(*per_tenant.values())
     counters = {str(t): int(v) for t, v in rows if str(t) in tables}
     return functools.partial(poller.expect, counters) if counters else None
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from reactive_nb.events import ALL_TABLES
@@ -46,10 +47,10 @@ OnCommit = Callable[[str, frozenset[str]], None]
 _WRAPPED = ("do_execute", "do_executemany", "do_execute_no_params", "do_commit",
             "do_rollback", "do_savepoint", "do_rollback_to_savepoint",
             "do_release_savepoint")
-#: Called with the DBAPI connection and the tables about to be committed, just before the
-#: commit (an external source uses it to recognise its own notification of this commit);
-#: it may return a callable to run once the commit succeeded.
-BeforeCommit = Callable[[Any, frozenset[str]], "Callable[[], None] | None"]
+#: Called with the DBAPI connection and the tables about to be committed per tenant, just
+#: before the commit (an external source uses it to recognise its own notification of this
+#: commit); it may return a callable to run once the commit succeeded.
+BeforeCommit = Callable[[Any, Mapping[str, frozenset[str]]], "Callable[[], None] | None"]
 
 
 @contextlib.contextmanager
@@ -74,6 +75,10 @@ class LocalCapture:
         self._dialect = sqlglot_dialect(engine.dialect.name)
         self._warned: set[str] = set()
         self.before_commit: BeforeCommit | None = None
+        #: Calls of the database's user-defined volatile functions (which may write any
+        #: table): a statement matching it counts as writing every table. None: no such
+        #: functions, or triggers report what they write.
+        self.volatile: re.Pattern[str] | None = None
         dialect: Any = engine.dialect
         self._originals = {name: getattr(dialect, name) for name in _WRAPPED}
         dialect.do_execute = self._do_execute
@@ -123,7 +128,10 @@ class LocalCapture:
             result = analyze(statement, self._dialect)
             reads.update(self._canonical(t) for t in result.reads)
             writes, ok = result.writes, result.ok
-        if ok:
+        volatile = self.volatile
+        if volatile is not None and volatile.search(statement):
+            written = frozenset({ALL_TABLES})
+        elif ok:
             if not writes:
                 return
             written = frozenset(self._canonical(t) for t in writes)
@@ -173,7 +181,8 @@ class LocalCapture:
         hook, after = self.before_commit, None
         if hook is not None and merged:
             try:
-                after = hook(dbapi_connection, frozenset().union(*merged.values()))
+                after = hook(dbapi_connection,
+                             {tenant: frozenset(tables) for tenant, tables in merged.items()})
             except Exception:  # it only saves a duplicate refresh: never block a commit
                 logger.debug("before-commit hook failed", exc_info=True)
         self._originals["do_commit"](dbapi_connection)
@@ -187,3 +196,11 @@ class LocalCapture:
     def _do_rollback(self, dbapi_connection: Any) -> None:
         dbapi_connection.info.pop(_PENDING, None)
         self._originals["do_rollback"](dbapi_connection)
+
+
+def calls_pattern(functions: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern matching a call of any of ``functions`` (bare or schema-qualified)."""
+    bare = sorted({name.rsplit(".", 1)[-1] for name in functions})
+    if not bare:
+        return None
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, bare)) + r")\s*\(", re.IGNORECASE)

@@ -9,7 +9,6 @@ correctness never depends on a change event arriving.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import threading
 import time
@@ -22,14 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from reactive_nb._frames import to_frame
 from reactive_nb.errors import InputError, closest
 from reactive_nb.events import ALL_TABLES
-from reactive_nb.model.tenants import current_tenant
+from reactive_nb.model.fingerprint import definition_fingerprint
+from reactive_nb.model.inputs import canonical_json
+from reactive_nb.model.tenants import as_tenant, current_tenant
 
 if TYPE_CHECKING:
     import pandas as pd
     from pydantic import BaseModel
 
     from reactive_nb.live.query import LiveQuery
-    from reactive_nb.model.relations import RelationGraph
     from reactive_nb.stores.cache import Cache
     from reactive_nb.stores.health import StoreHealth
     from reactive_nb.stores.versions import Versions
@@ -51,11 +51,11 @@ class Owner(Protocol):
 
     cache: Cache
     versions: Versions
-    relations: RelationGraph
     health: StoreHealth
 
     def recording(self) -> AbstractContextManager[set[str]]: ...
     def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]: ...
+    def watched(self, dependencies: frozenset[str]) -> frozenset[str]: ...
     def check_tenant(self, tenant: str) -> str: ...
     def dependencies_changed(self, fn: ReactiveFunction) -> None: ...
     def live_query(
@@ -128,7 +128,7 @@ class ReactiveFunction:
             None if dependencies is None
             else owner.resolve_tables(dependencies, f"dependencies of {self.name}")
         )
-        self.fingerprint = _fingerprint(handler)
+        self.fingerprint = definition_fingerprint(handler)
         self._inferred: frozenset[str] = frozenset()
         self._warned_no_reads = False
         self.stats = FunctionStats()
@@ -159,12 +159,18 @@ class ReactiveFunction:
         return {name: getattr(model, name) for name in self.signature.parameters}
 
     def key_for(self, inputs: Mapping[str, Any]) -> str:
-        """Cache key of validated inputs: ``name:`` + canonical compact JSON, or ``key=``'s."""
+        """Cache key of validated inputs: ``name:`` + canonical compact JSON, or ``key=``'s.
+
+        The JSON is type-tagged where plain JSON would merge values (None and NaN, a tuple
+        and a list, bytes and str, a datetime and its ISO string), so distinct inputs never
+        share a key; ordinary inputs keep the plain form ``{"limit":50,"org":"acme"}``.
+        """
         if self.key_function is not None:
             return str(self.key_function(inputs))
-        model = self.input_model.model_construct(**inputs)
-        payload = json.dumps(model.model_dump(mode="json"), sort_keys=True,
-                             separators=(",", ":"), ensure_ascii=False)
+        try:
+            payload = canonical_json(inputs)
+        except TypeError as exc:
+            raise InputError(self.name, [f"cannot be part of a cache key: {exc}"]) from None
         return f"{self.name}:{payload}"
 
     def cache_key(self, *args: Any, **kwargs: Any) -> str:
@@ -180,8 +186,9 @@ class ReactiveFunction:
 
     @property
     def watched(self) -> frozenset[str]:
-        """Tables whose change makes a result stale (derived: deps widened by relations)."""
-        return self._owner.relations.watched(self.dependencies)
+        """Tables whose change makes a result stale: dependencies, views resolved to their
+        base tables, widened by the relation graph (derived, never stored)."""
+        return self._owner.watched(self.dependencies)
 
     # -- calling ---------------------------------------------------------------------------
 
@@ -227,7 +234,8 @@ class ReactiveFunction:
                 before = owner.versions.snapshot(tenant)
             except owner.health.errors as exc:
                 owner.health.failed(exc)
-        df = self.run(inputs)
+        with as_tenant(tenant):  # a worker thread runs it as the live query's tenant
+            df = self.run(inputs)
         versions = {t: before.get(t, 0) for t in self.watched} if before is not None else {}
         versions[DEFINITION] = self.fingerprint
         if self.cache_enabled and before is not None:
@@ -311,19 +319,6 @@ class ReactiveFunction:
             self._inferred = self._inferred | frozenset(reads)
             self._owner.dependencies_changed(self)
 
-
-def _fingerprint(handler: Callable[..., Any]) -> int:
-    """A stable number for the handler's code, constants and captured strings (its SQL)."""
-    import zlib
-
-    code = getattr(handler, "__code__", None)
-    if code is None:
-        return zlib.crc32(repr(handler).encode())
-    captured = [cell.cell_contents for cell in getattr(handler, "__closure__", None) or ()
-                if isinstance(getattr(cell, "cell_contents", None), str | int | float | tuple)]
-    parts = (code.co_code, repr(code.co_consts), repr(code.co_names), repr(captured),
-             repr(getattr(handler, "__defaults__", None)))
-    return zlib.crc32("\x00".join(p if isinstance(p, str) else p.hex() for p in parts).encode())
 
 
 def _input_model(handler: Callable[..., Any], sig: inspect.Signature,

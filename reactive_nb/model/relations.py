@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from reactive_nb.errors import RelationError, closest
 from reactive_nb.events import ALL_TABLES
+from reactive_nb.model.schema import SchemaFacts
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -111,10 +112,11 @@ class RelationGraph:
 
 
 class LiveCatalog:
-    """The current ``Catalog`` of a database, re-read after DDL created a table it lacks.
+    """The current ``Catalog`` and ``SchemaFacts`` of a database, re-read after DDL.
 
-    ``note(change)`` is subscribed to the bus: a committed write naming an unknown table
-    marks the catalog stale, and the next lookup re-reads it. ``_lock`` guards the swap.
+    ``note(tables)`` is subscribed to the bus: a committed write naming an unknown table, a
+    view, or every table (DDL it could not parse) marks them stale, and the next lookup
+    re-reads them. ``_lock`` guards the swap and the memo of expanded dependencies.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -123,6 +125,8 @@ class LiveCatalog:
         self._engine = engine
         self._lock = threading.Lock()
         self._catalog = Catalog.inspect(engine)
+        self._facts = SchemaFacts.read(engine)
+        self._expanded: dict[frozenset[str], frozenset[str]] = {}
         self._stale = False
 
     @property
@@ -131,16 +135,42 @@ class LiveCatalog:
             self.refresh()
         return self._catalog
 
+    @property
+    def facts(self) -> SchemaFacts:
+        """Views, FK actions, partitions and volatile functions of the database."""
+        if self._stale:
+            self.refresh()
+        return self._facts
+
     def refresh(self) -> None:
-        """Re-read the database's tables (after DDL)."""
-        catalog = Catalog.inspect(self._engine)
+        """Re-read the database's tables and schema facts (after DDL)."""
+        catalog, facts = Catalog.inspect(self._engine), SchemaFacts.read(self._engine)
         with self._lock:
-            self._catalog, self._stale = catalog, False
+            self._catalog, self._facts, self._stale = catalog, facts, False
+            self._expanded = {}
 
     def note(self, tables: Iterable[str]) -> None:
-        known = self._catalog.tables
-        if any(t not in known and t != ALL_TABLES for t in tables):
+        known, views = self._catalog.tables, self._facts.views
+        if any(t == ALL_TABLES or t not in known or t in views for t in tables):
             self._stale = True
+
+    def read_set(self, dependencies: frozenset[str]) -> frozenset[str]:
+        """What reading ``dependencies`` really reads: each view also counts as its base
+        tables (recursively), so a write to a base table reaches results over the view."""
+        facts = self.facts
+        expanded = self._expanded.get(dependencies)
+        if expanded is None:
+            expanded = dependencies | facts.base_tables(dependencies)
+            with self._lock:
+                self._expanded[dependencies] = expanded
+        return expanded
+
+    def widen_writes(self, tables: frozenset[str]) -> frozenset[str]:
+        """What writing ``tables`` really writes: FK actions reach child tables, a write
+        into a partition counts for its parent, a write through a view for its bases."""
+        if ALL_TABLES in tables:
+            return tables
+        return self.facts.widen_writes(tables)
 
     def resolve(self, names: Iterable[str], where: str) -> frozenset[str]:
         """Canonical table names; an unknown one raises RelationError with a suggestion."""

@@ -181,7 +181,7 @@ class MemoryCache:
         self, max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.time
     ) -> None:
         self.max_bytes = max_bytes
-        self._clock = clock
+        self.clock = clock  # time.time() seconds; tests replace it
         self._warn = _WarnOnce()
         # Guards _entries (in LRU order, oldest first) and _nbytes (their total size).
         # Held only for dict operations and O(columns) lazy copies, never while measuring
@@ -202,7 +202,7 @@ class MemoryCache:
 
     def get(self, tenant: str, key: str,
             valid: Callable[[Mapping[str, int]], bool] | None = None) -> CacheEntry | None:
-        now = self._clock()
+        now = self.clock()
         with self._lock:
             entry = self._entries.get((tenant, key))
             if entry is None:
@@ -234,7 +234,7 @@ class MemoryCache:
                 tenant, key, nbytes, self.max_bytes,
             )
             return False
-        now = self._clock()
+        now = self.clock()
         entry = CacheEntry(_lazy_copy(df), versions, now, _expires_at(now, ttl), nbytes)
         with self._lock:
             self._remove((tenant, key))
@@ -374,7 +374,7 @@ class RedisCache:
         self._client = client
         self._prefix = prefix
         self.max_bytes = max_bytes
-        self._clock = clock
+        self.clock = clock  # time.time() seconds; tests replace it
         self._warn = _WarnOnce()
 
     @property
@@ -408,7 +408,7 @@ class RedisCache:
             return None
         expires_at = meta["expires_at"]
         # Past expires_at is a miss even before Redis's EXPIRE (whole seconds) fires.
-        if expires_at is not None and self._clock() >= expires_at:
+        if expires_at is not None and self.clock() >= expires_at:
             return None
         if valid is not None and not valid(meta["versions"]):
             return None  # stale: not worth decoding (errors of valid() are the caller's)
@@ -467,7 +467,7 @@ class RedisCache:
                 rkey, len(payload), self.max_bytes,
             )
             return False
-        now = self._clock()
+        now = self.clock()
         meta = {
             "format": FORMAT_VERSION,
             "versions": {str(k): int(v) for k, v in versions.items()},
