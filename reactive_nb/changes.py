@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from reactive_nb.events import ALL_TABLES, DEFAULT_TENANT, Change
+from reactive_nb.events import ALL_TABLES, DEFAULT_TENANT, PROCESS_ORIGIN, Change
 
 if TYPE_CHECKING:
     from reactive_nb.capture.external import ExternalChange
@@ -23,34 +23,51 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Recorded versions read from the unscoped scope carry this prefix (``~agent``).
+UNSCOPED = "~"
+#: Counter, in the unscoped scope, of writes made *as some tenant* (``agent@tenants``).
+BY_TENANTS = "@tenants"
+
+
+def counters_read(tenant: str, tables: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Which counters a result of ``tenant`` over ``tables`` records: scope -> {recorded
+    name: counter}. Every result also records the unscoped scope, so one bump there (an
+    unscoped write) reaches every tenant's results in O(1); a tenant's result does not read
+    other tenants' counters, and the unscoped view reads the ``@tenants`` counters that
+    every tenant write bumps."""
+    if tenant != DEFAULT_TENANT:
+        return {tenant: {t: t for t in tables},
+                DEFAULT_TENANT: {UNSCOPED + t: t for t in tables}}
+    plan = {t: t for t in tables}
+    plan.update({UNSCOPED + t: t + BY_TENANTS for t in tables})
+    return {DEFAULT_TENANT: plan}
+
+
+def counters_bumped(tenant: str, tables: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Which counters a write as ``tenant`` bumps: at most two scopes, whatever the number
+    of tenants."""
+    if tenant != DEFAULT_TENANT:
+        return {tenant: frozenset(tables),
+                DEFAULT_TENANT: frozenset(t + BY_TENANTS for t in tables)}
+    return {DEFAULT_TENANT: frozenset(tables)}
+
 
 class ChangeRecorder:
     """Implements ``capture.sink.ChangeSink`` over one ReactiveDB's versions and bus.
 
-    ``known_tenants`` lists the tenants this process knows (registered ones and those it
-    has live queries for): an unscoped write reaches each of them.
+    A write as a tenant reaches that tenant's results and the unscoped view (which may
+    read every tenant's rows); an unscoped write reaches every tenant's results, in every
+    process, at the cost of one bump (see ``counters_read``).
     """
 
     def __init__(self, versions: Versions, bus: Bus, health: StoreHealth,
-                 known_tenants: Callable[[], Iterable[str]],
                  widen: Callable[[frozenset[str]], frozenset[str]] = lambda tables: tables,
-                 ) -> None:
+                 origin: str = PROCESS_ORIGIN) -> None:
+        self._origin = origin
         self._versions = versions
         self._bus = bus
         self._health = health
-        self._known_tenants = known_tenants
         self._widen = widen
-
-    def affected_tenants(self, tenant: str) -> set[str]:
-        """Whose results a write "as" ``tenant`` can change.
-
-        A tenant's write reaches that tenant and the unscoped default view (which may read
-        every tenant's rows). An unscoped write (default tenant) reaches every tenant this
-        process knows.
-        """
-        if tenant != DEFAULT_TENANT:
-            return {tenant, DEFAULT_TENANT}
-        return {DEFAULT_TENANT, *self._known_tenants()}
 
     # -- ChangeSink ------------------------------------------------------------------------
 
@@ -60,9 +77,7 @@ class ChangeRecorder:
         The written tables are widened first: an ``ON DELETE CASCADE`` writes the child
         tables the SQL never names, a write through a view writes its base tables.
         """
-        tables = self._widen(tables)
-        for target in self.affected_tenants(tenant):
-            self._record(target, tables, None)
+        self._record(tenant, self._widen(tables), None)
 
     def external(self, change: ExternalChange) -> None:
         """Another client's committed write, as a trigger reported it.
@@ -73,11 +88,8 @@ class ChangeRecorder:
         tables, since one transaction notifies once per table it wrote.
         """
         tables = frozenset({ALL_TABLES}) if change.lost else self._widen(change.tables)
-        targets: set[str] = set()
-        for tenant in change.tenants if change.tenants is not None else [DEFAULT_TENANT]:
-            targets |= self.affected_tenants(tenant)
         names = ",".join(sorted(tables))
-        for target in targets:
+        for target in change.tenants if change.tenants is not None else [DEFAULT_TENANT]:
             once = None if change.lost else f"{change.txid}:{target}:{names}"
             self._record(target, tables, once)
 
@@ -85,8 +97,7 @@ class ChangeRecorder:
 
     def invalidate(self, tenant: str, tables: frozenset[str]) -> None:
         """Tables declared changed by the user (``db.invalidate``)."""
-        for target in self.affected_tenants(tenant):
-            self._record(target, tables, None)
+        self._record(tenant, tables, None)
 
     def gap(self, tenant: str) -> None:
         """Changes of ``tenant`` from other processes were lost: re-check everything it
@@ -94,11 +105,20 @@ class ChangeRecorder:
         self._bus.publish(Change(tenant, frozenset({ALL_TABLES}), origin="gap"), remote=False)
 
     def _record(self, tenant: str, tables: frozenset[str], once_id: str | None) -> None:
-        """Bump versions first, then publish: a change is never seen before its versions."""
-        try:
-            bumped = self._versions.bump(tenant, tables, once_id=once_id)
-        except self._health.errors as exc:
-            self._health.bump_failed(tenant, tables, exc)
-            bumped = {}
-        # None: another process already bumped (and published) this once-id.
-        self._bus.publish(Change(tenant, tables), remote=bumped is not None)
+        """Bump versions first, then publish: a change is never seen before its versions.
+
+        A tenant's write is also announced on the unscoped stream as ``t@tenants``, for
+        the unscoped live queries of every process.
+        """
+        remote = True
+        for scope, counters in counters_bumped(tenant, tables).items():
+            try:
+                once = None if once_id is None else f"{once_id}:{scope}"
+                # None: another process already bumped (and published) this once-id.
+                remote = self._versions.bump(scope, counters, once_id=once) is not None
+            except self._health.errors as exc:
+                self._health.bump_failed(scope, counters, exc)
+        self._bus.publish(Change(tenant, tables, self._origin), remote=remote)
+        if tenant != DEFAULT_TENANT:
+            announced = frozenset(t + BY_TENANTS for t in tables)
+            self._bus.publish(Change(DEFAULT_TENANT, announced, self._origin), remote=remote)

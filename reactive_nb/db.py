@@ -86,7 +86,6 @@ class ReactiveDB:
         if settings.workers:
             self.scheduler.on_attach = self._workers.start
         self.recorder = ChangeRecorder(self.versions, self.bus, self.health,
-                                       lambda: {*self.tenants.names(), *self.scheduler.tenants()},
                                        widen=self.catalog.widen_writes)
         self._unsubscribe = [self.bus.subscribe(self.scheduler.on_change),
                              self.bus.subscribe(lambda change: self.catalog.note(change.tables))]

@@ -39,6 +39,9 @@ Changes = queue.Queue[ExternalChange]
          {"sales.orders"}, {"acme", "globex"}),
         ('{"t": "agent", "x": "1", "k": []}', {"agent"}, set()),
         ('{"t": "agent", "x": "1", "k": null}', {"agent"}, None),
+        ('{"t": "sales.events_2024", "x": "3", "p": ["sales.events"], "k": ["acme"]}',
+         {"sales.events_2024", "sales.events"}, {"acme"}),
+        ('{"t" : "*", "x" : "9"}', {"*"}, None),
     ],
 )
 def test_parse_payload(payload: str, tables: set[str], tenants: set[str] | None) -> None:
@@ -52,7 +55,8 @@ def test_parse_payload(payload: str, tables: set[str], tenants: set[str] | None)
 @pytest.mark.parametrize(
     "payload",
     ["", "garbage", "[]", '{"x": "1"}', '{"t": "", "x": "1"}', '{"t": "a"}',
-     '{"t": "a", "x": 1}', '{"t": "a", "x": "1", "k": "acme"}', '{"t": "a", "x": "1", "k": [1]}'],
+     '{"t": "a", "x": 1}', '{"t": "a", "x": "1", "k": "acme"}', '{"t": "a", "x": "1", "k": [1]}',
+     '{"t": "a", "x": "1", "p": "b"}', '{"t": "a", "x": "1", "p": [""]}'],
 )
 def test_parse_payload_rejects_malformed(payload: str) -> None:
     with pytest.raises(ValueError, match="malformed"):
@@ -75,6 +79,11 @@ def test_split_and_name_tables() -> None:
     assert capture.split_table("sales.orders") == ("sales", "orders")
     assert capture.table_name("public", "agent") == "agent"
     assert capture.table_name("sales", "orders") == "sales.orders"
+    assert capture.table_name("public", "MixedCase") == "mixedcase"
+    assert capture.table_name("Sales", "Orders") == "sales.orders"
+    assert capture.split_table("agent", default_schema="app") == ("app", "agent")
+    assert capture.table_name("app", "agent", default_schema="app") == "agent"
+    assert capture.table_name("public", "agent", default_schema="app") == "public.agent"
 
 
 # --- fixtures ------------------------------------------------------------------------
@@ -88,6 +97,9 @@ def engine(pg_url: str) -> Iterator[sa.Engine]:
         conn.exec_driver_sql("CREATE TABLE team (id serial PRIMARY KEY, name text)")
         conn.exec_driver_sql("CREATE TABLE untracked (id serial PRIMARY KEY, x int)")
         conn.exec_driver_sql("CREATE VIEW agent_names AS SELECT name FROM agent")
+        conn.exec_driver_sql("CREATE FOREIGN DATA WRAPPER nowhere")
+        conn.exec_driver_sql("CREATE SERVER remote FOREIGN DATA WRAPPER nowhere")
+        conn.exec_driver_sql("CREATE FOREIGN TABLE remote_agent (id int) SERVER remote")
         conn.exec_driver_sql("CREATE SCHEMA sales")
         conn.exec_driver_sql(
             "CREATE TABLE sales.orders (id serial PRIMARY KEY, organization_id text)")
@@ -156,7 +168,7 @@ def execute(engine: sa.Engine, *statements: str) -> None:
 
 
 def catalog(engine: sa.Engine) -> list[tuple[str, str]]:
-    """Names in pg_trigger, pg_proc, pg_namespace, pg_class and pg_type."""
+    """Names in pg_trigger, pg_proc, pg_namespace, pg_class, pg_type, pg_event_trigger."""
     query = """
         SELECT 'trigger', t.tgrelid::regclass::text || ' ' || t.tgname FROM pg_trigger t
         UNION ALL
@@ -171,6 +183,9 @@ def catalog(engine: sa.Engine) -> list[tuple[str, str]]:
         UNION ALL
         SELECT 'type', n.nspname || '.' || t.typname
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        UNION ALL
+        SELECT 'event trigger', evtname || ' ' || evtevent || ' ' || evtfoid::regproc::text
+        FROM pg_event_trigger
     """
     with engine.connect() as conn:
         return sorted((str(a), str(b)) for a, b in conn.exec_driver_sql(query))
@@ -191,6 +206,9 @@ def test_install_twice_then_uninstall_leaves_the_catalog_as_before(engine: sa.En
         "agent", "sales.orders"]
     installed = catalog(engine)
     assert installed != before
+    assert [row for row in installed if row[0] == "event trigger"] == [
+        ("event trigger", "reactive_nb_ddl ddl_command_end reactive_nb.notify_ddl"),
+        ("event trigger", "reactive_nb_drop sql_drop reactive_nb.notify_ddl")]
     assert capture.install_triggers(engine, ["agent", "sales.orders"]) == [
         "agent", "sales.orders"]
     assert catalog(engine) == installed  # idempotent
@@ -255,7 +273,7 @@ def test_a_newer_installed_version_is_not_downgraded(engine: sa.Engine) -> None:
     [
         ("agnet", None, "did you mean 'agent'"),
         ("orders", None, "does not exist"),  # it lives in schema sales
-        ("agent_names", None, "not a table"),
+        ("remote_agent", None, "a foreign table"),
         ("team", "organization_id", 'tenant column "organization_id" does not exist'),
     ],
 )
@@ -430,6 +448,7 @@ def test_a_dropped_tenant_column_does_not_break_writes(
     changes = listen()
     execute(engine, "ALTER TABLE agent DROP COLUMN organization_id",
             "INSERT INTO agent (name) VALUES ('still works')")
+    assert changes.get(timeout=WAIT).tables == frozenset({"*"})  # the DDL itself
     change = changes.get(timeout=WAIT)
     assert (change.tables, change.tenants) == (frozenset({"agent"}), None)
 

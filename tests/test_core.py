@@ -364,8 +364,8 @@ def test_keys_are_canonical(db: rnb.ReactiveDB) -> None:
 
     key = f.cache_key(ident=uuid.UUID(int=1), amount=decimal.Decimal("1.50"),
                       day=dt.date(2026, 1, 2))
-    assert key == ('k:{"amount":"1.50","day":"2026-01-02",'
-                   '"ident":"00000000-0000-0000-0000-000000000001","tags":null}')
+    assert key == ('k:{"amount":{"$decimal":"1.50"},"day":{"$date":"2026-01-02"},'
+                   '"ident":{"$uuid":"00000000-0000-0000-0000-000000000001"},"tags":null}')
     assert f.cache_key(dt.date(2026, 1, 2), "1.50", str(uuid.UUID(int=1))) == key
 
     @db.reactive(key=lambda inputs: f"custom/{inputs['org']}", dependencies=["agent"])

@@ -291,3 +291,54 @@ def test_ttl_expires_an_entry(sqlite_url: str) -> None:
         now[0] += 2
         agents()
         assert len(runs) == 2  # expired: ran again with no write at all
+
+
+# -- 6. unscoped writes reach every tenant's results, at O(1) cost ---------------------------
+
+def test_unscoped_write_reaches_tenant_results_of_unknown_tenants(sqlite_url: str) -> None:
+    create(sqlite_url)
+    sql = "SELECT id FROM agent WHERE organization_id = 'globex' ORDER BY id"
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        @db.reactive(dependencies=["agent"])
+        def globex_agents() -> pd.DataFrame:
+            return db.read_sql(sql)
+
+        with db.tenant("globex"):  # never registered, no live query: the writer can't know it
+            assert list(globex_agents()["id"]) == [3]
+        db.execute("INSERT INTO agent (id, organization_id, name) VALUES (21, 'globex', 'u')")
+        with db.tenant("globex"):
+            pd.testing.assert_frame_equal(globex_agents(), fresh(sqlite_url, sql))
+        # one bump in the unscoped scope, none per tenant
+        assert db.versions.get("globex", ["agent"]) == {"agent": 0}
+
+
+def test_unscoped_write_refreshes_live_queries_of_every_tenant(sqlite_url: str) -> None:
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        @db.reactive(dependencies=["agent"])
+        def count() -> pd.DataFrame:
+            return db.read_sql("SELECT COUNT(*) AS n FROM agent")
+
+        lives = [count.live(tenant=f"t{i}") for i in range(50)]
+        assert db.scheduler.run_until_idle() == 50
+        db.execute("INSERT INTO agent (id, organization_id, name) VALUES (22, 'x', 'y')")
+        assert db.scheduler.run_until_idle() == 50
+        assert {int(live.df["n"].iloc[0]) for live in lives} == {4}
+
+
+def test_a_tenant_write_reaches_the_unscoped_view_but_not_other_tenants(
+        sqlite_url: str) -> None:
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        @db.reactive(dependencies=["agent"])
+        def count() -> pd.DataFrame:
+            return db.read_sql("SELECT COUNT(*) AS n FROM agent")
+
+        everyone, globex = count.live(), count.live(tenant="globex")
+        db.scheduler.run_until_idle()
+        with db.tenant("acme"):
+            db.execute("INSERT INTO agent (id, organization_id, name) VALUES (23, 'acme', 'z')")
+        assert everyone.status == "stale" and globex.status == "fresh"
+        assert db.scheduler.run_until_idle() == 1
+        assert int(everyone.df["n"].iloc[0]) == 4 and globex.attempts == 1
+        assert int(count()["n"].iloc[0]) == 4  # the unscoped cached call too

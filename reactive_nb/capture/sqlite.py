@@ -7,7 +7,14 @@ the ``sqlite3`` CLI, another app) bumps it inside its own transaction, so the bu
 committed or rolled back with the write. ``SqlitePoller`` watches ``PRAGMA
 data_version`` and reports the tables whose counter moved as an ``ExternalChange``.
 Nothing can be lost: the counters are persistent, so a poller that looks late still
-sees every table that moved.
+sees every table that moved. DDL by any connection (``ALTER TABLE``, ``CREATE INDEX``,
+``DROP VIEW``) moves ``PRAGMA schema_version`` and is reported as ``"*"``: every table.
+
+Names are canonical: lower-case (SQLite's names are case-insensitive) and bare, since
+only tables of the ``main`` database are captured. Views have no writes of their own and
+are skipped. Tables of attached databases are skipped too: a trigger there cannot write
+``main``'s change table, so their writes are not captured (reactive_nb's own writes to
+them still are, by the in-process capture).
 """
 
 from __future__ import annotations
@@ -40,37 +47,63 @@ _CREATE_CHANGES = (f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} "
                    "(tbl TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID")
 
 
+#: ``install_triggers(engine, [EVERY_TABLE])`` installs on every table of the file.
+EVERY_TABLE = "*"
+
+# The schema as a poller compares it: everything but reactive_nb's triggers and change
+# table (installing them is no DDL anyone reads) and SQLite's own statistics tables.
+_SCHEMA_SQL = ("SELECT type, name, tbl_name, sql FROM sqlite_master "
+               "WHERE name NOT LIKE '\\_reactive\\_nb\\_%' ESCAPE '\\' "
+               "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name")
+
+
 def trigger_name(table: str, operation: str) -> str:
     """Name of the trigger capturing ``operation`` (insert/update/delete) on ``table``."""
-    return f"{TRIGGER_PREFIX}{table}_{operation}"
+    return f"{TRIGGER_PREFIX}{table.lower()}_{operation}"
 
 
 def _trigger_sql(table: str, operation: str) -> str:
+    """The trigger on ``table`` (its real spelling), which bumps its canonical name."""
     return (
         f"CREATE TRIGGER {_ident(trigger_name(table, operation))} "
         f"AFTER {operation.upper()} ON {_ident(table)} FOR EACH ROW BEGIN "
-        f"INSERT INTO {CHANGES_TABLE} (tbl, version) VALUES ({_literal(table)}, 1) "
+        f"INSERT INTO {CHANGES_TABLE} (tbl, version) VALUES ({_literal(table.lower())}, 1) "
         "ON CONFLICT (tbl) DO UPDATE SET version = version + 1; END"
     )
 
 
-def _resolve(table: str, known: dict[str, tuple[str, str]]) -> str:
-    """The catalog's spelling of ``table`` (SQLite names are case-insensitive)."""
-    entry = known.get(table.lower())
-    if entry is None and table.lower().startswith("main."):
-        entry = known.get(table[5:].lower())
+def _split(table: str) -> tuple[str | None, str]:
+    """``'main."MixedCase"'`` -> ``("main", "MixedCase")``; quotes and blanks dropped."""
+    parts = [part.strip().strip('"') for part in table.split(".", 1)]
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+def _resolve(cur: sqlite3.Cursor, table: str, known: dict[str, tuple[str, str]]) -> str | None:
+    """The catalog's spelling of ``table`` (SQLite names are case-insensitive), or None
+    for what is skipped: a view, or a table of an attached database."""
+    schema, name = _split(table)
+    if schema is not None and schema.lower() != "main":
+        attached = {str(row[1]).lower() for row in cur.execute("PRAGMA database_list")}
+        if schema.lower() in attached:
+            found = cur.execute(f"SELECT 1 FROM {_ident(schema)}.sqlite_master WHERE "
+                                "type IN ('table', 'view') AND name = ? COLLATE NOCASE",
+                                (name,)).fetchone()
+            if found is not None:
+                logger.info("%s is in an attached database: its writes by other clients "
+                            "are not captured", table)
+                return None
+        raise CaptureError(table, f"no such table: {table}")
+    entry = known.get(name.lower())
     if entry is None:
-        if "." in table:
-            raise CaptureError(table, "only tables of the main database can be captured")
-        suggestion = closest(table, [name for name, _ in known.values()])
+        suggestion = closest(name, [real for real, _ in known.values()])
         hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
         raise CaptureError(table, f"no such table: {table}{hint}")
-    name, kind = entry
+    real, kind = entry
     if kind != "table":
-        raise CaptureError(table, "not a table: triggers capture tables only")
-    if name.lower() == CHANGES_TABLE or name.lower().startswith("sqlite_"):
+        return None  # a view: its writes land in its base tables
+    if real.lower() == CHANGES_TABLE or real.lower().startswith("sqlite_"):
         raise CaptureError(table, "reactive_nb's and SQLite's own tables cannot be captured")
-    return name
+    return real
 
 
 _TRIGGERS_SQL = "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
@@ -113,11 +146,13 @@ def _run_ddl(engine: sqlalchemy.Engine, work: Callable[[sqlite3.Cursor], None],
 
 
 def install_triggers(engine: sqlalchemy.Engine, tables: Iterable[str]) -> list[str]:
-    """Install change-capture triggers on ``tables``; return their names as installed.
+    """Install change-capture triggers on ``tables``; return their canonical names.
 
-    Idempotent and atomic (one transaction). Creates ``_reactive_nb_changes`` when
-    missing. Tables not named are never touched. Raises ``CaptureError`` naming the
-    table when it does not exist, is a view, or SQLite refuses (read-only file, lock).
+    ``"*"`` means every table of the file. Views and tables of attached databases are
+    skipped and left out of the result. Idempotent and atomic (one transaction). Creates
+    ``_reactive_nb_changes`` when missing. Tables not named are never touched. Raises
+    ``CaptureError`` naming the table when it does not exist or SQLite refuses
+    (read-only file, lock).
     """
     wanted = list(dict.fromkeys(tables))
     if not wanted:
@@ -129,16 +164,28 @@ def install_triggers(engine: sqlalchemy.Engine, tables: Iterable[str]) -> list[s
         rows = cur.execute(
             "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
         known = {str(name).lower(): (str(name), str(kind)) for name, kind in rows}
-        resolved = []
+        names: list[str] = []
         for table in wanted:
+            if table.strip() == EVERY_TABLE:
+                names += sorted(name for name, (_, kind) in known.items()
+                                if kind == "table"
+                                and not name.startswith(("sqlite_", CHANGES_TABLE)))
+            else:
+                names.append(table)
+        resolved: dict[str, str] = {}  # canonical -> real name
+        for table in names:
             current[0] = table
-            resolved.append(_resolve(table, known))
+            real = _resolve(cur, table, known)
+            if real is not None:
+                resolved.setdefault(real.lower(), real)
+        if not resolved:
+            return
         cur.execute(_CREATE_CHANGES)
-        for table in dict.fromkeys(resolved):
+        for table, real in resolved.items():
             current[0] = table
             for operation in _OPERATIONS:
                 cur.execute(f"DROP TRIGGER IF EXISTS {_ident(trigger_name(table, operation))}")
-                cur.execute(_trigger_sql(table, operation))
+                cur.execute(_trigger_sql(real, operation))
             installed.append(table)
 
     _run_ddl(engine, work, lambda: current[0])
@@ -160,10 +207,10 @@ def uninstall_triggers(engine: sqlalchemy.Engine) -> None:
 
 
 def installed_tables(engine: sqlalchemy.Engine) -> list[str]:
-    """Tables that have reactive_nb triggers, sorted."""
+    """Tables that have reactive_nb triggers, canonically named, sorted."""
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(_TRIGGERS_SQL).all()
-    return sorted({table for _, table in _ours(rows)})
+    return sorted({table.lower() for _, table in _ours(rows)})
 
 
 class SqlitePoller:
@@ -175,8 +222,10 @@ class SqlitePoller:
     included: the poller's connection never writes), and reading it costs no I/O
     beyond a lock check, so an idle poller is nearly free. When it changes, the poller
     reads ``_reactive_nb_changes`` and emits one ``ExternalChange`` with the tables
-    whose counter moved (``tenants`` None, ``txid`` a fresh uuid). Commits that moved
-    no counter (untriggered tables, schema changes) emit nothing. Before triggers are
+    whose counter moved (``tenants`` None, ``txid`` a fresh uuid). A commit that changed
+    the schema (``PRAGMA schema_version`` moved and ``sqlite_master`` differs, reactive_nb's
+    own triggers aside) adds ``"*"``: DDL may change what any result reads. Commits
+    that did neither (writes to untriggered tables) emit nothing. Before triggers are
     installed the change table does not exist and the poller just keeps looking.
     ``start``/``close`` are meant to be called by the owner's thread.
     """
@@ -195,6 +244,8 @@ class SqlitePoller:
         # Owned by the poller thread once it runs (start() fills them before that).
         self._conn: sqlite3.Connection | None = None
         self._data_version = -1
+        self._schema_version = -1
+        self._schema: list[tuple[object, ...]] = []
         self._versions: dict[str, int] = {}
         # Counters this process's own commits produced (already published locally);
         # _expected_lock guards the dict, written by committing threads, read by the poller.
@@ -222,6 +273,8 @@ class SqlitePoller:
                                check_same_thread=False, timeout=0.5)
         try:
             self._data_version = self._read_data_version(conn)
+            self._schema_version = self._read_schema_version(conn)
+            self._schema = self._read_schema(conn)
             self._versions = self._read_versions(conn)
         except BaseException:
             conn.close()
@@ -250,6 +303,14 @@ class SqlitePoller:
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
     @staticmethod
+    def _read_schema_version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA schema_version").fetchone()[0])
+
+    @staticmethod
+    def _read_schema(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+        return [tuple(row) for row in conn.execute(_SCHEMA_SQL)]
+
+    @staticmethod
     def _read_versions(conn: sqlite3.Connection) -> dict[str, int]:
         exists = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
@@ -257,20 +318,35 @@ class SqlitePoller:
         if exists is None:
             return {}
         rows = conn.execute(f"SELECT tbl, version FROM {CHANGES_TABLE}").fetchall()
-        return {str(tbl): int(version) for tbl, version in rows}
+        # Triggers of older installs counted under the table's own spelling ("MixedCase"):
+        # summed with the canonical row, a move of either still shows.
+        versions: dict[str, int] = {}
+        for tbl, version in rows:
+            key = str(tbl).lower()
+            versions[key] = versions.get(key, 0) + int(version)
+        return versions
 
     def _poll(self, conn: sqlite3.Connection) -> None:
         data_version = self._read_data_version(conn)
         if data_version == self._data_version:
             return
-        self._data_version = data_version
+        schema_version = self._read_schema_version(conn)
+        schema = self._schema
+        if schema_version != self._schema_version:
+            schema = self._read_schema(conn)
         versions = self._read_versions(conn)
+        # Only now that every read succeeded (a writer's lock can fail one): a failed
+        # poll is retried at the next tick instead of losing this commit.
+        self._data_version, self._schema_version = data_version, schema_version
+        ddl, self._schema = schema != self._schema, schema
         with self._expected_lock:
             expected = self._expected
             self._expected = {t: v for t, v in expected.items() if versions.get(t, -1) < v}
         moved = frozenset(t for t, v in versions.items()
                           if self._versions.get(t) != v and expected.get(t) != v)
         self._versions = versions
+        if ddl:
+            moved |= {EVERY_TABLE}
         if moved:
             change = ExternalChange(moved, None, uuid.uuid4().hex)
             try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from reactive_nb._frames import to_frame
+from reactive_nb.changes import counters_read
 from reactive_nb.errors import InputError, closest
 from reactive_nb.events import ALL_TABLES
 from reactive_nb.model.fingerprint import definition_fingerprint
@@ -229,14 +230,20 @@ class ReactiveFunction:
             if hit is not None:
                 return hit
         before: dict[str, int] | None = None
+        plan = counters_read(tenant, self.watched)
         if usable:
             try:
-                before = owner.versions.snapshot(tenant)
+                before = {}
+                for scope, counters in plan.items():  # read BEFORE the handler runs
+                    snapshot = owner.versions.snapshot(scope)
+                    before.update({name: snapshot.get(counter, 0)
+                                   for name, counter in counters.items()})
             except owner.health.errors as exc:
+                before = None
                 owner.health.failed(exc)
         with as_tenant(tenant):  # a worker thread runs it as the live query's tenant
             df = self.run(inputs)
-        versions = {t: before.get(t, 0) for t in self.watched} if before is not None else {}
+        versions = dict(before or {})
         versions[DEFINITION] = self.fingerprint
         if self.cache_enabled and before is not None:
             try:
@@ -268,8 +275,16 @@ class ReactiveFunction:
         return self._current(tenant, versions)
 
     def _current(self, tenant: str, versions: Mapping[str, int]) -> bool:
-        tables = {t: v for t, v in versions.items() if t != DEFINITION}
-        return self._owner.versions.get(tenant, tables) == tables
+        """Every counter the entry recorded still has the value it recorded."""
+        recorded = {t for t in versions if t != DEFINITION}
+        for scope, counters in counters_read(tenant, self.watched).items():
+            wanted = {name: counter for name, counter in counters.items() if name in recorded}
+            if len(wanted) != len(counters):
+                return False  # recorded under other watched tables: not this definition's
+            now = self._owner.versions.get(scope, wanted.values())
+            if any(now.get(counter, 0) != versions[name] for name, counter in wanted.items()):
+                return False
+        return True
 
     def _cached(self, tenant: str, key: str) -> Fetched | None:
         owner = self._owner

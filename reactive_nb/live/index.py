@@ -1,7 +1,10 @@
 """Who watches what: the index from (tenant, table) to the groups of live queries.
 
-The one answer, inside a process, to "which live queries does this change make stale".
-It costs O(affected groups) per change, whatever the number of live queries. The
+The one answer, inside a process, to "which live queries does this change make stale",
+following the scope rules of ``changes.counters_read``: a tenant's change reaches that
+tenant's groups; an unscoped change reaches every tenant's groups watching the table; the
+``t@tenants`` announcement of a tenant's write reaches the unscoped groups. It costs
+O(affected groups) per change, whatever the number of live queries or tenants. The
 scheduler owns the only ``WatchIndex`` and mutates it under its own lock; everything else
 gets the read-only ``IndexView``.
 """
@@ -11,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from reactive_nb.events import ALL_TABLES, Change
+from reactive_nb.changes import BY_TENANTS
+from reactive_nb.events import ALL_TABLES, DEFAULT_TENANT, Change
 
 if TYPE_CHECKING:
     from reactive_nb.live.functions import ReactiveFunction
@@ -41,6 +45,7 @@ class WatchIndex(IndexView[W]):
 
     def __init__(self) -> None:
         self._by_table: dict[tuple[str, str], set[W]] = {}
+        self._any_tenant: dict[str, set[W]] = {}  # table -> watchers of every real tenant
         self._by_tenant: dict[str, set[W]] = {}
         self._indexed: dict[W, frozenset[str]] = {}
 
@@ -56,14 +61,30 @@ class WatchIndex(IndexView[W]):
             return
         watched = watcher.fn.watched - {ALL_TABLES}
         for table in before - watched:
-            self._discard((watcher.tenant, table), watcher)
+            self._unindex(watcher, table)
         for table in watched - before:
             self._by_table.setdefault((watcher.tenant, table), set()).add(watcher)
+            if watcher.tenant == DEFAULT_TENANT:
+                slot = (DEFAULT_TENANT, table + BY_TENANTS)
+                self._by_table.setdefault(slot, set()).add(watcher)
+            else:
+                self._any_tenant.setdefault(table, set()).add(watcher)
         self._indexed[watcher] = watched
+
+    def _unindex(self, watcher: W, table: str) -> None:
+        self._discard((watcher.tenant, table), watcher)
+        if watcher.tenant == DEFAULT_TENANT:
+            self._discard((DEFAULT_TENANT, table + BY_TENANTS), watcher)
+            return
+        bucket = self._any_tenant.get(table)
+        if bucket is not None:
+            bucket.discard(watcher)
+            if not bucket:
+                del self._any_tenant[table]
 
     def remove(self, watcher: W) -> None:
         for table in self._indexed.pop(watcher, frozenset()):
-            self._discard((watcher.tenant, table), watcher)
+            self._unindex(watcher, table)
         group = self._by_tenant.get(watcher.tenant)
         if group is not None:
             group.discard(watcher)
@@ -78,12 +99,19 @@ class WatchIndex(IndexView[W]):
                 del self._by_table[slot]
 
     def affected(self, change: Change) -> set[W]:
-        """The watchers of ``change.tenant`` whose watched tables meet the change."""
-        if change.all_tables:
-            return set(self._by_tenant.get(change.tenant, ()))
+        """The watchers whose results the change can make stale (see the module doc)."""
+        unscoped = change.tenant == DEFAULT_TENANT
+        if change.all_tables:  # every table of one tenant, or of everyone
+            if not unscoped:
+                return set(self._by_tenant.get(change.tenant, ()))
+            return set().union(*self._by_tenant.values())
         hit: set[W] = set()
         for table in change.tables:
             hit |= self._by_table.get((change.tenant, table), set())
+            if unscoped:
+                hit |= self._any_tenant.get(table, set())
+        if unscoped and ALL_TABLES + BY_TENANTS in change.tables:  # a tenant's "everything"
+            hit |= self._by_tenant.get(DEFAULT_TENANT, set())
         return hit
 
     def of_function(self, fn: ReactiveFunction) -> Iterable[W]:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reactive_nb.errors import one_line
-from reactive_nb.events import Change
+from reactive_nb.events import DEFAULT_TENANT, Change
 from reactive_nb.live.functions import PRIORITIES
 from reactive_nb.live.index import WatchIndex
 
@@ -149,6 +149,8 @@ class Scheduler:
             joined = self._snapshot(group)
         if self._follow is not None:
             self._follow(live.tenant)
+            if live.tenant != DEFAULT_TENANT:  # unscoped writes reach every tenant
+                self._follow(DEFAULT_TENANT)
         if self.on_attach is not None:
             self.on_attach()
         if not created:
@@ -187,11 +189,21 @@ class Scheduler:
         """
         if self._unfollow is None:
             return
+        with self._lock:
+            wanted = self._wants_locked(tenant)
+        if wanted:
+            return
         self._unfollow(tenant)
         with self._lock:
-            wanted = self._index.has_tenant(tenant)
+            wanted = self._wants_locked(tenant)
         if wanted and self._follow is not None:
             self._follow(tenant)
+
+    def _wants_locked(self, tenant: str) -> bool:
+        """Whether some live query needs the tenant's changes (unscoped ones: any)."""
+        if tenant == DEFAULT_TENANT:
+            return bool(self._index.tenants())
+        return self._index.has_tenant(tenant)
 
     def reindex(self, fn: ReactiveFunction) -> None:
         """The function's watched tables changed (inferred dependencies grew)."""

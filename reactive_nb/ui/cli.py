@@ -281,8 +281,9 @@ def _redis(url: str) -> Any:
 
 def _notify(args: argparse.Namespace) -> int:
     """Bump the tables' versions, then publish the change: what HINCRBY + XADD do."""
-    from reactive_nb.events import Change
+    from reactive_nb.changes import ChangeRecorder
     from reactive_nb.stores.bus import RedisBus
+    from reactive_nb.stores.health import StoreHealth
     from reactive_nb.stores.versions import RedisVersions
 
     tables = list(dict.fromkeys(args.tables))
@@ -290,10 +291,12 @@ def _notify(args: argparse.Namespace) -> int:
         raise CliError("table names must be non-empty and contain no ','")
     client = _redis(args.redis)
     try:
-        bumped = RedisVersions(client, prefix=args.prefix).bump(args.tenant, tables) or {}
+        versions = RedisVersions(client, prefix=args.prefix)
         bus = RedisBus(client, prefix=args.prefix, origin="cli")
-        try:
-            bus.publish(Change(args.tenant, frozenset(tables), origin="cli"))
+        try:  # the same bumps and announcements as a captured write (errors raise here)
+            ChangeRecorder(versions, bus, StoreHealth(versions), origin="cli").committed(
+                args.tenant, frozenset(tables))
+            bumped = versions.get(args.tenant, tables)
         finally:
             bus.close()
     except CliError:
@@ -302,8 +305,8 @@ def _notify(args: argparse.Namespace) -> int:
         raise CliError(f"cannot notify: {one_line(exc)}") from None
     finally:
         client.close()
-    versions = ", ".join(f"{t} v{bumped.get(t, '?')}" for t in tables)
-    _say(f"notified {args.tenant}: {versions}")
+    shown = ", ".join(f"{t} v{bumped.get(t, '?')}" for t in tables)
+    _say(f"notified {args.tenant}: {shown}")
     return 0
 
 

@@ -13,6 +13,7 @@ from reactive_nb.capture.postgres.listener import (
 from reactive_nb.capture.postgres.triggers import (
     APPLICATION_NAME,
     CHANNEL,
+    EVERY_TABLE,
     SCHEMA,
     THREAD_NAME,
     TRIGGER_VERSION,
@@ -25,7 +26,7 @@ from reactive_nb.capture.postgres.triggers import (
 )
 
 __all__ = [
-    "APPLICATION_NAME", "CHANNEL", "SCHEMA", "THREAD_NAME", "TRIGGER_VERSION",
+    "APPLICATION_NAME", "CHANNEL", "EVERY_TABLE", "SCHEMA", "THREAD_NAME", "TRIGGER_VERSION",
     "PostgresListener", "conninfo_from_url", "install_triggers", "installed_tables",
     "installed_version", "parse_payload", "split_table", "table_name", "uninstall_triggers",
 ]

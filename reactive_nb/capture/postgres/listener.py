@@ -39,23 +39,34 @@ def conninfo_from_url(url: sqlalchemy.URL | str) -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
 def parse_payload(payload: str) -> ExternalChange:
-    """The ``ExternalChange`` a trigger's payload describes; ValueError if malformed."""
+    """The ``ExternalChange`` a trigger's payload describes; ValueError if malformed.
+
+    ``{"t": table, "x": txid}`` plus, when present, ``"p"`` (the partitioned parents of
+    a written partition: they changed too) and ``"k"`` (the tenants written). ``"t"`` is
+    ``"*"`` after DDL: every table.
+    """
     try:
         obj = json.loads(payload)
     except ValueError as exc:
         raise ValueError(f"malformed notification payload: {payload!r:.200}") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"malformed notification payload: {payload!r:.200}")
-    table, txid, keys = obj.get("t"), obj.get("x"), obj.get("k")
+    table, txid, keys, parents = obj.get("t"), obj.get("x"), obj.get("k"), obj.get("p")
     if not (isinstance(table, str) and table and isinstance(txid, str) and txid):
+        raise ValueError(f"malformed notification payload: {payload!r:.200}")
+    if not (parents is None or _strings(parents)):
         raise ValueError(f"malformed notification payload: {payload!r:.200}")
     tenants: frozenset[str] | None = None
     if keys is not None:
         if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
             raise ValueError(f"malformed notification payload: {payload!r:.200}")
         tenants = frozenset(keys)
-    return ExternalChange(frozenset({table}), tenants, txid)
+    return ExternalChange(frozenset({table, *(parents or ())}), tenants, txid)
 
 
 # libpq settings the listener adds unless the conninfo sets them: a name to find its
