@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from reactive_nb.events import ALL_TABLES, DEFAULT_TENANT, PROCESS_ORIGIN, Change
+from reactive_nb.stores.versions import EPOCH
 
 if TYPE_CHECKING:
     from reactive_nb.capture.external import ExternalChange
@@ -36,9 +37,9 @@ def counters_read(tenant: str, tables: Iterable[str]) -> dict[str, dict[str, str
     other tenants' counters, and the unscoped view reads the ``@tenants`` counters that
     every tenant write bumps."""
     if tenant != DEFAULT_TENANT:
-        return {tenant: {t: t for t in tables},
+        return {tenant: {EPOCH: EPOCH, **{t: t for t in tables}},
                 DEFAULT_TENANT: {UNSCOPED + t: t for t in tables}}
-    plan = {t: t for t in tables}
+    plan = {EPOCH: EPOCH, **{t: t for t in tables}}
     plan.update({UNSCOPED + t: t + BY_TENANTS for t in tables})
     return {DEFAULT_TENANT: plan}
 

@@ -116,6 +116,10 @@ class ReactiveDB:
         from reactive_nb.stores.versions import RedisVersions
 
         prefix = settings.key_prefix
+        if prefix is None:  # keys named by the database itself, not by its URL
+            from reactive_nb.model.identity import database_identity
+
+            prefix = f"rnb:{database_identity(self.engine)}"
         return (RedisCache(self._redis, prefix=prefix, max_bytes=settings.cache_bytes),
                 RedisVersions(self._redis, prefix=prefix),
                 RedisBus(self._redis, prefix=prefix, on_gap=lambda t: self.recorder.gap(t)))
@@ -339,6 +343,7 @@ class ReactiveDB:
         self.bus.close()
         if self._capture is not None:
             self._capture.remove()
+        self.health.close()  # stops the replay thread while the client is still open
         self.cache.close()
         self.versions.close()
         if self._redis is not None and self._owns_redis:

@@ -37,8 +37,9 @@ class Settings(BaseModel):
     tenant_column: str | None = None
     #: Known tenants: when given, any other name is TenantNotFound.
     tenants: tuple[str, ...] = ()
-    #: First part of every Redis key.
-    key_prefix: str = Field("rnb", min_length=1)
+    #: First part of every Redis key. None: ``rnb:<identity>``, the identity derived from
+    #: the database itself (not its URL), so databases sharing a Redis never share keys.
+    key_prefix: str | None = Field(None, min_length=1)
     #: Bound of the in-process cache.
     cache_bytes: int = Field(512 * 2**20, gt=0)
     #: Install change-capture triggers at connect.

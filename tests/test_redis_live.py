@@ -171,8 +171,7 @@ def test_redis_restart_converges(sqlite_url: str, private_redis: PrivateRedis,
             wait_for(live, lambda df: "down" in set(df["name"]))
         assert "unreachable" in caplog.text or "down" in caplog.text.lower()
         private_redis.start()  # empty: the stream and versions are gone
-        run_process(WRITE.replace("{redis}", url).replace('key_prefix="{prefix}"',
-                                                          'key_prefix="rnb"'),
+        run_process(WRITE.replace("{redis}", url).replace(', key_prefix="{prefix}"', ''),
                     url=sqlite_url, id="14", name="after_restart")
         wait_for(live, lambda df: "after_restart" in set(df["name"]), timeout=20)
         assert live.status in ("fresh", "stale", "refreshing")

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from reactive_nb.events import ALL_TABLES
-from reactive_nb.stores.versions import ONCE_TTL, MemoryVersions, RedisVersions, Versions
+from reactive_nb.stores.versions import (
+    EPOCH,
+    ONCE_TTL,
+    MemoryVersions,
+    RedisVersions,
+    Versions,
+)
 
 BACKENDS = [
     "memory",
@@ -48,6 +54,11 @@ def make_versions(request: pytest.FixtureRequest) -> Iterator[Callable[[], Versi
         client.close()
 
 
+def counters(versions: Versions, tenant: str) -> dict[str, int]:
+    """The tenant's counters without the epoch (which every snapshot includes)."""
+    return {t: v for t, v in versions.snapshot(tenant).items() if t != EPOCH}
+
+
 @pytest.fixture
 def versions(make_versions: Callable[[], Versions]) -> Versions:
     return make_versions()
@@ -58,7 +69,7 @@ def test_implements_protocol(versions: Versions) -> None:
 
 
 def test_unknown_tenant_and_tables_are_zero(versions: Versions) -> None:
-    assert versions.snapshot("acme") == {}
+    assert counters(versions, "acme") == {}
     assert versions.get("acme", ["agent", ALL_TABLES]) == {"agent": 0, ALL_TABLES: 0}
     assert versions.get("acme", []) == {}
 
@@ -66,7 +77,7 @@ def test_unknown_tenant_and_tables_are_zero(versions: Versions) -> None:
 def test_bump_returns_new_values_and_is_visible(versions: Versions) -> None:
     assert versions.bump("acme", ["agent", ALL_TABLES]) == {"agent": 1, ALL_TABLES: 1}
     assert versions.bump("acme", ["agent", "message"]) == {"agent": 2, "message": 1}
-    assert versions.snapshot("acme") == {"agent": 2, "message": 1, ALL_TABLES: 1}
+    assert counters(versions, "acme") == {"agent": 2, "message": 1, ALL_TABLES: 1}
     assert versions.get("acme", ["message", "organization"]) == {
         "message": 1, "organization": 0}
     values = versions.snapshot("acme")
@@ -80,15 +91,15 @@ def test_a_table_named_twice_is_bumped_once(versions: Versions) -> None:
 
 def test_bump_of_nothing_changes_nothing(versions: Versions) -> None:
     assert versions.bump("acme", []) == {}
-    assert versions.snapshot("acme") == {}
+    assert counters(versions, "acme") == {}
 
 
 def test_tenants_are_isolated(versions: Versions) -> None:
     versions.bump("acme", ["agent"])
     versions.bump("acme", ["agent"])
     versions.bump("globex", ["message"])
-    assert versions.snapshot("acme") == {"agent": 2}
-    assert versions.snapshot("globex") == {"message": 1}
+    assert counters(versions, "acme") == {"agent": 2}
+    assert counters(versions, "globex") == {"message": 1}
     assert versions.get("globex", ["agent"]) == {"agent": 0}
 
 
@@ -114,13 +125,13 @@ def test_concurrent_bumps_are_not_lost(make_versions: Callable[[], Versions]) ->
         t.join(timeout=30)
     assert not errors
     total = threads_n * bumps_n
-    assert instances[0].snapshot("acme") == {"agent": total, ALL_TABLES: total}
+    assert counters(instances[0], "acme") == {"agent": total, ALL_TABLES: total}
 
 
 def test_once_id_bumps_once(versions: Versions) -> None:
     assert versions.bump("acme", ["agent"], once_id="n1") == {"agent": 1}
     assert versions.bump("acme", ["agent", "message"], once_id="n1") is None
-    assert versions.snapshot("acme") == {"agent": 1}
+    assert counters(versions, "acme") == {"agent": 1}
     assert versions.bump("acme", ["agent"], once_id="n2") == {"agent": 2}
     # Without an id, every call bumps.
     assert versions.bump("acme", ["agent"]) == {"agent": 3}
@@ -131,7 +142,7 @@ def test_once_id_bumps_once(versions: Versions) -> None:
 def test_once_id_without_tables_is_still_remembered(versions: Versions) -> None:
     assert versions.bump("acme", [], once_id="n1") == {}
     assert versions.bump("acme", ["agent"], once_id="n1") is None
-    assert versions.snapshot("acme") == {}
+    assert counters(versions, "acme") == {}
 
 
 def test_once_id_across_instances_and_threads(make_versions: Callable[[], Versions]) -> None:
@@ -154,7 +165,7 @@ def test_once_id_across_instances_and_threads(make_versions: Callable[[], Versio
         t.join(timeout=30)
     assert sorted(results, key=lambda r: r is not None) == [
         None, None, None, {"agent": 1, ALL_TABLES: 1}]
-    assert instances[-1].snapshot("acme") == {"agent": 1, ALL_TABLES: 1}
+    assert counters(instances[-1], "acme") == {"agent": 1, ALL_TABLES: 1}
 
 
 def test_memory_once_id_is_forgotten_after_the_window() -> None:
@@ -185,3 +196,38 @@ def test_redis_layout(redis_client: Any, redis_prefix: str) -> None:
     assert versions.get("acme", ["message"]) == {"message": 5}
     versions.close()
 
+
+
+# -- the epoch -----------------------------------------------------------------------------
+
+
+def test_snapshot_always_includes_the_epoch(versions: Versions) -> None:
+    """An entry records the epoch with its counters, so it is stale once the epoch moves."""
+    epoch = versions.snapshot("nobody")[EPOCH]
+    assert type(epoch) is int
+    assert versions.snapshot("acme") == {EPOCH: epoch}
+    versions.bump("acme", ["agent"])
+    assert versions.snapshot("acme") == {"agent": 1, EPOCH: epoch}
+    assert versions.get("acme", [EPOCH]) == {EPOCH: epoch}
+    assert versions.get("acme", ["agent", EPOCH, "message"]) == {
+        "agent": 1, EPOCH: epoch, "message": 0}
+
+
+def test_the_epoch_is_never_bumped(versions: Versions) -> None:
+    epoch = versions.get("acme", [EPOCH])[EPOCH]
+    assert versions.bump("acme", [EPOCH]) == {}
+    assert versions.bump("acme", ["agent", EPOCH]) == {"agent": 1}
+    assert versions.get("acme", [EPOCH, "agent"]) == {EPOCH: epoch, "agent": 1}
+
+
+def test_instances_sharing_a_store_share_its_epoch(
+        make_versions: Callable[[], Versions]) -> None:
+    one, two = make_versions(), make_versions()
+    assert one.get("acme", [EPOCH]) == two.get("acme", [EPOCH])
+
+
+def test_each_memory_store_is_its_own_epoch() -> None:
+    """Two in-process stores never share counters: their entries must never match."""
+    one, two = MemoryVersions(), MemoryVersions()
+    assert one.get("acme", [EPOCH]) != two.get("acme", [EPOCH])
+    assert one.snapshot("acme") == one.snapshot("acme")

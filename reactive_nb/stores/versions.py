@@ -6,22 +6,37 @@ of event delivery: a lost change event costs latency, never a stale read. The ta
 ``"*"`` (:data:`reactive_nb.events.ALL_TABLES`) is an ordinary counter meaning "every
 table"; callers include it in every watched set.
 
+The pseudo-table :data:`EPOCH` names the version space itself: it changes whenever the
+counters may have been lost or rolled back (a Redis restart, restore or failover), so an
+entry that recorded it is stale afterwards even if the counters went back to the values
+it recorded.
+
 Two implementations share one interface (and one test suite): :class:`MemoryVersions`
 for a single process, :class:`RedisVersions` shared by every process on one Redis.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["ONCE_TTL", "MemoryVersions", "RedisVersions", "Versions"]
+__all__ = ["EPOCH", "ONCE_TTL", "MemoryVersions", "RedisVersions", "Versions"]
+
+logger = logging.getLogger("reactive_nb")
+
+#: Pseudo-table whose "version" identifies the version space: :meth:`Versions.get` returns
+#: it when asked, :meth:`Versions.snapshot` always includes it. It is never bumped; it
+#: changes when the counters may have gone backwards, which makes every entry recorded
+#: before that stale.
+EPOCH = "@epoch"
 
 #: Seconds during which a ``once_id`` passed to :meth:`Versions.bump` is remembered.
 ONCE_TTL = 600
@@ -32,11 +47,13 @@ class Versions(Protocol):
     """Version counters of tables, per tenant. A table never bumped has version 0."""
 
     def snapshot(self, tenant: str) -> dict[str, int]:
-        """Every counter of the tenant; tables never bumped are absent (version 0)."""
+        """Every counter of the tenant, plus :data:`EPOCH`; tables never bumped are absent
+        (version 0)."""
         ...
 
     def get(self, tenant: str, tables: Iterable[str]) -> dict[str, int]:
-        """The counters of these tables only, 0 for a table never bumped."""
+        """The counters of these tables only, 0 for a table never bumped; :data:`EPOCH`
+        among them is the current epoch, read in the same step as the counters."""
         ...
 
     def bump(
@@ -61,11 +78,18 @@ def _unique(tables: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(tables))
 
 
+def _counted(tables: Iterable[str]) -> list[str]:
+    """Unique table names that are real counters (not :data:`EPOCH`, which is never
+    bumped)."""
+    return [t for t in _unique(tables) if t != EPOCH]
+
+
 class MemoryVersions:
     """Counters in a dict, for one process.
 
     ``clock`` (monotonic seconds) only times how long a ``once_id`` is remembered;
-    tests inject a fake one.
+    tests inject a fake one. The epoch is random and fixed for the object's life: its
+    counters cannot go backwards, and no other object shares them.
     """
 
     def __init__(
@@ -73,6 +97,7 @@ class MemoryVersions:
     ) -> None:
         self._clock = clock
         self._once_ttl = once_ttl
+        self.epoch = secrets.randbits(60)
         # Guards _counters and _once. Every critical section is a few dict operations
         # with no I/O, so the lock is never held for long and is effectively uncontended.
         self._lock = threading.Lock()
@@ -84,18 +109,18 @@ class MemoryVersions:
 
     def snapshot(self, tenant: str) -> dict[str, int]:
         with self._lock:
-            return dict(self._counters.get(tenant, {}))
+            return {**self._counters.get(tenant, {}), EPOCH: self.epoch}
 
     def get(self, tenant: str, tables: Iterable[str]) -> dict[str, int]:
         names = _unique(tables)
         with self._lock:
-            counters = self._counters.get(tenant, {})
+            counters = {**self._counters.get(tenant, {}), EPOCH: self.epoch}
             return {t: counters.get(t, 0) for t in names}
 
     def bump(
         self, tenant: str, tables: Iterable[str], once_id: str | None = None
     ) -> dict[str, int] | None:
-        names = _unique(tables)
+        names = _counted(tables)
         now = self._clock()
         with self._lock:
             if once_id is not None:
@@ -130,6 +155,28 @@ return out
 """
 
 
+# The epoch is the server's run_id, read by the same script as the counters: one round
+# trip, and no window in which a restart could fall between the two. INFO is allowed in
+# scripts (it writes nothing); the run_id changes at every restart, restore and failover.
+# KEYS[1]: the tenant's versions hash; ARGV: table names (unique, may be none).
+# Returns {run_id or false, values in ARGV order}.
+_GET_LUA = """
+local values = {}
+if #ARGV > 0 then
+  values = redis.call('HMGET', KEYS[1], unpack(ARGV))
+end
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or false
+return {run_id, values}
+"""
+
+# KEYS[1]: the tenant's versions hash. Returns {run_id or false, HGETALL's flat list}.
+_SNAPSHOT_LUA = """
+local flat = redis.call('HGETALL', KEYS[1])
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or false
+return {run_id, flat}
+"""
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -143,6 +190,10 @@ class RedisVersions:
     :data:`ONCE_TTL` seconds). The tenant is a hash tag, so a tenant's keys share one
     cluster slot and a bump is one atomic script. Works with ``decode_responses`` on or
     off. The client belongs to the caller: :meth:`close` does not close it.
+
+    :data:`EPOCH` is the server's ``run_id`` (60 bits of it, as an int): it changes when
+    Redis restarts, is restored from a snapshot or fails over to a replica, which are the
+    ways counters can go backwards.
     """
 
     def __init__(
@@ -152,6 +203,9 @@ class RedisVersions:
         self._prefix = prefix
         self._once_ttl = int(once_ttl)
         self._bump_script = client.register_script(_BUMP_LUA)
+        self._get_script = client.register_script(_GET_LUA)
+        self._snapshot_script = client.register_script(_SNAPSHOT_LUA)
+        self._warned_no_run_id = False
 
     def _key(self, tenant: str) -> str:
         return f"{self._prefix}:{{{tenant}}}:versions"
@@ -159,21 +213,44 @@ class RedisVersions:
     def _once_key(self, tenant: str, once_id: str) -> str:
         return f"{self._prefix}:{{{tenant}}}:once:{once_id}"
 
+    def _epoch(self, run_id: bytes | str | None) -> int:
+        """The epoch of a ``run_id``; 0 (with one warning) from a server that has none."""
+        if run_id:
+            return int(_text(run_id)[:15], 16)
+        if not self._warned_no_run_id:
+            self._warned_no_run_id = True
+            logger.warning("this Redis server reports no run_id: cached results cannot be "
+                           "told stale after it restarts from older data")
+        return 0
+
     def snapshot(self, tenant: str) -> dict[str, int]:
-        raw: Mapping[Any, Any] = self._client.hgetall(self._key(tenant))
-        return {_text(k): int(v) for k, v in raw.items()}
+        result: Any = self._snapshot_script(keys=[self._key(tenant)])
+        run_id, flat = result
+        counters = {_text(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        counters[EPOCH] = self._epoch(run_id)
+        return counters
 
     def get(self, tenant: str, tables: Iterable[str]) -> dict[str, int]:
         names = _unique(tables)
-        if not names:
+        counted = [t for t in names if t != EPOCH]
+        found: dict[str, int] = {}
+        values: list[Any]
+        if len(counted) < len(names):  # the epoch is asked: read it with the counters
+            result: Any = self._get_script(keys=[self._key(tenant)], args=counted)
+            run_id, values = result
+            found[EPOCH] = self._epoch(run_id)
+        elif counted:
+            values = self._client.hmget(self._key(tenant), counted)
+        else:
             return {}
-        values: list[Any] = self._client.hmget(self._key(tenant), names)
-        return {t: 0 if v is None else int(v) for t, v in zip(names, values, strict=True)}
+        found.update((t, 0 if v is None else int(v)) for t, v in zip(counted, values,
+                                                                      strict=True))
+        return {t: found[t] for t in names}
 
     def bump(
         self, tenant: str, tables: Iterable[str], once_id: str | None = None
     ) -> dict[str, int] | None:
-        names = _unique(tables)
+        names = _counted(tables)
         keys = [self._key(tenant)]
         if once_id is not None:
             keys.append(self._once_key(tenant, once_id))
