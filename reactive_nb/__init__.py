@@ -13,9 +13,9 @@ themselves, in the background, when a table they watch is written anywhere.
     live = agents.live(organization_id="acme")   # keeps itself current
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+# No ``from __future__ import annotations`` and no bare typing names here: every public
+# name of this module is in ``__all__`` (tests/test_api.py checks ``vars()``).
+import typing as _typing
 
 from reactive_nb.errors import (
     CaptureError,
@@ -29,7 +29,7 @@ from reactive_nb.errors import (
 )
 from reactive_nb.events import Change
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from reactive_nb.db import ReactiveDB, connect
     from reactive_nb.live.functions import ReactiveFunction
     from reactive_nb.live.query import LiveQuery
@@ -64,13 +64,13 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'reactive_nb' has no attribute {name!r}")
-    import importlib
+    import importlib as _importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 

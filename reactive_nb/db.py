@@ -336,6 +336,8 @@ class ReactiveDB:
         _open.discard(self)
         if self._external is not None:
             self._external.close()
+        for live in self.scheduler.members():  # their widgets (and the flush thread) too
+            live.close()
         self.scheduler.close()
         self._workers.close()
         for unsubscribe in self._unsubscribe:

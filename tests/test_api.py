@@ -9,11 +9,25 @@ import sys
 import reactive_nb as rnb
 
 
+PUBLIC = {
+    "CaptureError", "Change", "ClosedError", "ConfigError", "InputError", "LiveQuery",
+    "ReactiveDB", "ReactiveError", "ReactiveFunction", "RelationError", "TenantAccessDenied",
+    "TenantNotFound", "__version__", "connect", "load_ipython_extension",
+    "unload_ipython_extension",
+}
+
+
 def test_all_is_exactly_the_public_surface() -> None:
-    public = {name for name in dir(rnb) if not name.startswith("_")} | {"__version__"}
-    assert set(rnb.__all__) == public
+    """``__all__`` is the explicit list, and the module namespace exports nothing else
+    (``dir()`` is not used: the package's ``__dir__`` returns ``__all__``)."""
+    import types
+
+    assert set(rnb.__all__) == PUBLIC
     for name in rnb.__all__:
-        assert getattr(rnb, name) is not None
+        assert getattr(rnb, name) is not None  # lazy names resolve
+    exported = {name for name, value in vars(rnb).items()
+                if not name.startswith("_") and not isinstance(value, types.ModuleType)}
+    assert exported | {"__version__"} == PUBLIC
 
 
 def test_import_is_light() -> None:

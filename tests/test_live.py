@@ -300,3 +300,41 @@ def test_tenants_refresh_independently(db: rnb.ReactiveDB) -> None:
     acme.wait(10)
     globex.wait(10)
     assert acme.runs == 2 and globex.runs == 1 and len(acme.df) == 3
+
+
+def test_dropped_live_queries_are_released_without_any_change(sqlite_url: str) -> None:
+    """Groups, frames and followed tenants of garbage-collected live queries go away with
+    no write needed (the reaper), step-driven here."""
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0) as db:
+        agents = agents_fn(db)
+        lives = [agents.live(organization_id="acme", tenant=f"t{i}") for i in range(200)]
+        assert db.scheduler.run_until_idle() == 200
+        assert len(db.scheduler.tenants()) == 200
+        del lives
+        gc.collect()
+        assert db.scheduler.reap() == 200
+        assert db.scheduler.tenants() == []
+        assert db.scheduler.members() == []
+
+
+def test_worker_threads_reap_dropped_live_queries(sqlite_url: str) -> None:
+    create(sqlite_url)
+    with rnb.connect(sqlite_url) as db:
+        live = agents_fn(db).live(organization_id="acme", tenant="acme").wait(10)
+        assert db.scheduler.tenants() == ["acme"]
+        db.scheduler.reaped.clear()
+        del live
+        gc.collect()
+        assert db.scheduler.reaped.wait(10)  # an idle worker released it by itself
+        assert db.scheduler.tenants() == []
+
+
+def test_close_closes_live_queries_and_their_widgets(sqlite_url: str) -> None:
+    create(sqlite_url)
+    db = rnb.connect(sqlite_url)
+    live = agents_fn(db).live(organization_id="acme").wait(10)
+    live.widget()  # starts the widget machinery
+    db.close()
+    assert live.closed
+    assert our_threads() == []  # no worker, no bus reader, no widget flusher left

@@ -17,6 +17,7 @@ shiny's ``reactive.flush()``.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_START = 0.1
 BACKOFF_CAP = 30.0
+#: Longest idle wait of a worker: how soon groups of garbage-collected live queries (their
+#: frames, their followed tenant streams) are released when nothing else happens.
+REAP_INTERVAL = 1.0
 
 # Group states.
 NEW, IDLE, QUEUED, DELAYED, RUNNING, CLOSED = "new", "idle", "queued", "delayed", "running", \
@@ -133,6 +137,12 @@ class Scheduler:
         self._explicit: dict[str, int] = {}
         self.on_attach: Callable[[], None] | None = None  # the worker pool starts lazily
         self.closed = False
+        # Keys of groups one of whose live queries was garbage-collected. Appended by
+        # weakref finalizers, which may run in any thread at any moment (even inside our
+        # own locked sections), so it is a lock-free deque drained by reap().
+        self._gone: collections.deque[GroupKey] = collections.deque()
+        #: Set whenever reap() released something (tests wait on it).
+        self.reaped = threading.Event()
 
     # -- membership ------------------------------------------------------------------------
 
@@ -146,6 +156,7 @@ class Scheduler:
                 self._groups[live.group_key] = group
                 self._index.add(group)
             group.members.add(live)
+            weakref.finalize(live, self._gone.append, live.group_key)
             joined = self._snapshot(group)
         if self._follow is not None:
             self._follow(live.tenant)
@@ -215,6 +226,33 @@ class Scheduler:
         self._groups.pop(group.group_key, None)
         self._index.remove(group)
         group.state = CLOSED
+
+    def reap(self) -> int:
+        """Release the groups whose live queries were all garbage-collected: their frames,
+        index entries and followed tenant streams. Returns how many were dropped."""
+        if not self._gone:
+            return 0
+        emptied: set[str] = set()
+        dropped = 0
+        with self._lock:
+            while self._gone:
+                group = self._groups.get(self._gone.popleft())
+                if group is None or group.members or group.state == RUNNING:
+                    continue  # already gone, still watched, or its run will see it
+                self._drop_locked(group)
+                dropped += 1
+                if not self._index.has_tenant(group.tenant):
+                    emptied.add(group.tenant)
+        for tenant in emptied:
+            self._stop_following(tenant)
+        if dropped:
+            self.reaped.set()
+        return dropped
+
+    def members(self) -> list[Member]:
+        """Every live query attached now (strong references: drop the list soon)."""
+        with self._lock:
+            return [m for group in self._groups.values() for m in group.members]
 
     def tenants(self) -> list[str]:
         """Tenants this process has live queries for."""
@@ -325,6 +363,7 @@ class Scheduler:
         With ``stop`` it blocks until a group is due or ``stop`` is set (then None);
         without, it returns None at once when nothing is due.
         """
+        self.reap()
         with self._lock:
             while True:
                 group = self._next_locked()
@@ -335,7 +374,9 @@ class Scheduler:
                 if stop is None or stop.is_set():
                     return None
                 timeout = (self._delayed[0][0] - self._clock()) if self._delayed else None
-                self.wake.wait(timeout if timeout is None else max(timeout, 0.0005))
+                timeout = REAP_INTERVAL if timeout is None else min(timeout, REAP_INTERVAL)
+                if not self.wake.wait(max(timeout, 0.0005)) and self._gone:
+                    return None  # idle: let the caller reap, then come back
 
     def step(self) -> bool:
         """Run the best due group in the calling thread; False if none is due (for tests)."""
