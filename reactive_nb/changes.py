@@ -35,10 +35,12 @@ def counters_read(tenant: str, tables: Iterable[str]) -> dict[str, dict[str, str
     name: counter}. Every result also records the unscoped scope, so one bump there (an
     unscoped write) reaches every tenant's results in O(1); a tenant's result does not read
     other tenants' counters, and the unscoped view reads the ``@tenants`` counters that
-    every tenant write bumps."""
+    every tenant write bumps. Each scope's epoch (the ``run_id`` of the Redis node holding
+    it, which may differ on a cluster) is recorded too: a restart, a restore from an older
+    snapshot or a failover of either node makes the entry stale."""
     if tenant != DEFAULT_TENANT:
         return {tenant: {EPOCH: EPOCH, **{t: t for t in tables}},
-                DEFAULT_TENANT: {UNSCOPED + t: t for t in tables}}
+                DEFAULT_TENANT: {UNSCOPED + EPOCH: EPOCH, **{UNSCOPED + t: t for t in tables}}}
     plan = {EPOCH: EPOCH, **{t: t for t in tables}}
     plan.update({UNSCOPED + t: t + BY_TENANTS for t in tables})
     return {DEFAULT_TENANT: plan}
