@@ -12,10 +12,11 @@ import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, overload
 
+from reactive_nb.access import SqlAccess
 from reactive_nb.changes import ChangeRecorder
 from reactive_nb.errors import ClosedError
 from reactive_nb.events import ALL_TABLES, Change
@@ -24,14 +25,12 @@ from reactive_nb.live.query import LiveQuery
 from reactive_nb.live.scheduler import Scheduler
 from reactive_nb.live.workers import WorkerPool
 from reactive_nb.model.relations import LiveCatalog, RelationGraph
-from reactive_nb.model.tenants import TenantRegistry, as_tenant, current_tenant
+from reactive_nb.model.tenants import TenantRegistry, current_tenant
 from reactive_nb.settings import Settings
 from reactive_nb.stores.health import StoreHealth, redis_errors
 
 if TYPE_CHECKING:
-    import pandas as pd
     from sqlalchemy import Engine
-    from sqlalchemy.orm import Session
 
     from reactive_nb.capture.sources import Source
     from reactive_nb.capture.sqlalchemy import LocalCapture
@@ -54,7 +53,7 @@ def connect(url_or_engine: str | Engine, /, **options: Any) -> ReactiveDB:
     return ReactiveDB(url_or_engine, **options)
 
 
-class ReactiveDB:
+class ReactiveDB(SqlAccess):
     """A database whose query results stay current; see ``connect``."""
 
     def __init__(self, url_or_engine: str | Engine, /, **options: Any) -> None:
@@ -174,61 +173,6 @@ class ReactiveDB:
     def functions(self) -> dict[str, ReactiveFunction]:
         with self._lock:
             return dict(self._functions)
-
-    # -- reading and writing ---------------------------------------------------------------
-
-    def read_sql(self, sql: Any, params: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> pd.DataFrame:
-        """Run a query with bound parameters (``:name``) and return a DataFrame."""
-        from sqlalchemy import text
-
-        from reactive_nb._frames import pandas
-
-        pandas_module = pandas()
-        statement = text(sql) if isinstance(sql, str) else sql
-        with self._engine().connect() as conn:
-            try:
-                frame: pd.DataFrame = pandas_module.read_sql(
-                    statement, conn, params={**(params or {}), **kwargs})
-            except pandas_module.errors.DatabaseError as exc:
-                # pandas wraps the driver's error in a message that repeats the whole SQL;
-                # the database's own error says what is wrong.
-                if exc.__cause__ is not None:
-                    raise exc.__cause__ from None
-                raise
-        return frame
-
-    def execute(self, sql: Any,
-                params: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,
-                **kwargs: Any) -> int:
-        """Run a write in its own transaction and commit it; returns the affected row count.
-
-        ``params`` may be a list of dicts for an executemany.
-        """
-        from sqlalchemy import text
-
-        statement = text(sql) if isinstance(sql, str) else sql
-        bound: Any = params if params is not None and not isinstance(params, Mapping) else {
-            **(params or {}), **kwargs}
-        with self._engine().begin() as conn:
-            return int(conn.execute(statement, list(bound) if isinstance(bound, list | tuple)
-                                    else bound).rowcount)
-
-    def session(self, **kwargs: Any) -> Session:
-        """An ORM session on this database; its commits are captured like any other write."""
-        from sqlalchemy.orm import Session
-
-        return Session(self._engine(), **kwargs)
-
-    def _engine(self) -> Engine:
-        self._check_open()
-        return self.tenants.engine(current_tenant()) or self.engine
-
-    @contextlib.contextmanager
-    def tenant(self, tenant: str) -> Iterator[str]:
-        """Run the block as ``tenant``: its cache entries, versions and changes."""
-        with as_tenant(self.tenants.check(tenant)):
-            yield tenant
 
     # -- changes ---------------------------------------------------------------------------
 

@@ -499,3 +499,12 @@ def test_two_reactive_dbs_on_one_engine_unhook_cleanly(db_url: str) -> None:
     assert len(seen_first) == 1
     assert not any(name in engine.dialect.__dict__ for name in ("do_execute", "do_commit"))
     engine.dispose()
+
+
+def test_read_sql_passes_pandas_options_to_pandas(db: rnb.ReactiveDB) -> None:
+    frame = db.read_sql("SELECT id, name FROM agent WHERE organization_id = :org ORDER BY id",
+                        org="acme", index_col="id", dtype_backend="pyarrow")
+    assert list(frame.index) == [1, 2] and frame.index.name == "id"
+    assert str(frame["name"].dtype).startswith("string")  # pyarrow-backed, not object
+    same = db.read_sql("SELECT :columns AS c", params={"columns": "x"})  # a parameter named
+    assert same["c"][0] == "x"  # like an option goes through params=

@@ -1,0 +1,92 @@
+"""Reading and writing SQL through a ReactiveDB: bound parameters, pandas frames, the
+current tenant's engine. Writes made here are captured like any other.
+
+``ReactiveDB`` inherits these; they live apart so the composition root stays small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from reactive_nb.model.tenants import TenantRegistry, as_tenant, current_tenant
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+#: Keywords of ``read_sql`` that are pandas options, not SQL parameters (pass a parameter
+#: of the same name through ``params=``).
+PANDAS_OPTIONS = frozenset({"index_col", "coerce_float", "parse_dates", "columns",
+                            "chunksize", "dtype_backend", "dtype"})
+
+
+class SqlAccess:
+    """``read_sql``, ``execute``, ``session`` and ``tenant`` over ``engine``."""
+
+    engine: Engine
+    tenants: TenantRegistry
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def read_sql(self, sql: Any, params: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> pd.DataFrame:
+        """Run a query with bound parameters (``:name``) and return a DataFrame.
+
+        Keywords are parameters (``db.read_sql("... = :org", org="acme")``), except
+        pandas' own options (``parse_dates``, ``index_col``, ``dtype_backend``, ``dtype``,
+        ``columns``, ``coerce_float``), which go to ``pandas.read_sql``.
+        """
+        from sqlalchemy import text
+
+        from reactive_nb._frames import pandas
+
+        pandas_module = pandas()
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in PANDAS_OPTIONS}
+        statement = text(sql) if isinstance(sql, str) else sql
+        with self._current_engine().connect() as conn:
+            try:
+                frame: pd.DataFrame = pandas_module.read_sql(
+                    statement, conn, params={**(params or {}), **kwargs}, **options)
+            except pandas_module.errors.DatabaseError as exc:
+                # pandas wraps the driver's error in a message that repeats the whole SQL;
+                # the database's own error says what is wrong.
+                if exc.__cause__ is not None:
+                    raise exc.__cause__ from None
+                raise
+        return frame
+
+    def execute(self, sql: Any,
+                params: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,
+                **kwargs: Any) -> int:
+        """Run a write in its own transaction and commit it; returns the affected row count.
+
+        ``params`` may be a list of dicts for an executemany.
+        """
+        from sqlalchemy import text
+
+        statement = text(sql) if isinstance(sql, str) else sql
+        bound: Any = params if params is not None and not isinstance(params, Mapping) else {
+            **(params or {}), **kwargs}
+        with self._current_engine().begin() as conn:
+            return int(conn.execute(statement, list(bound) if isinstance(bound, list | tuple)
+                                    else bound).rowcount)
+
+    def session(self, **kwargs: Any) -> Session:
+        """An ORM session on this database; its commits are captured like any other write."""
+        from sqlalchemy.orm import Session
+
+        return Session(self._current_engine(), **kwargs)
+
+    def _current_engine(self) -> Engine:
+        self._check_open()
+        return self.tenants.engine(current_tenant()) or self.engine
+
+    @contextlib.contextmanager
+    def tenant(self, tenant: str) -> Iterator[str]:
+        """Run the block as ``tenant``: its cache entries, versions and changes."""
+        with as_tenant(self.tenants.check(tenant)):
+            yield tenant
