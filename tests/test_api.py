@@ -8,7 +8,6 @@ import sys
 
 import reactive_nb as rnb
 
-
 PUBLIC = {
     "CaptureError", "Change", "ClosedError", "ConfigError", "InputError", "LiveQuery",
     "ReactiveDB", "ReactiveError", "ReactiveFunction", "RelationError", "TenantAccessDenied",

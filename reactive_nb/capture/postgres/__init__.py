@@ -1,4 +1,5 @@
-"""PostgreSQL external capture: ``triggers`` (DDL, NOTIFY payloads) and ``listener``.
+"""PostgreSQL external capture: ``sql`` (trigger DDL, NOTIFY payloads), ``triggers``
+(install, uninstall) and ``listener``.
 
 Imported lazily by the capture sources (psycopg and SQLAlchemy at top level are fine here).
 """
@@ -6,22 +7,24 @@ Imported lazily by the capture sources (psycopg and SQLAlchemy at top level are 
 from __future__ import annotations
 
 from reactive_nb.capture.postgres.listener import (
+    APPLICATION_NAME,
+    THREAD_NAME,
     PostgresListener,
     conninfo_from_url,
     parse_payload,
 )
-from reactive_nb.capture.postgres.triggers import (
-    APPLICATION_NAME,
+from reactive_nb.capture.postgres.sql import (
     CHANNEL,
     EVERY_TABLE,
     SCHEMA,
-    THREAD_NAME,
     TRIGGER_VERSION,
+    split_table,
+    table_name,
+)
+from reactive_nb.capture.postgres.triggers import (
     install_triggers,
     installed_tables,
     installed_version,
-    split_table,
-    table_name,
     uninstall_triggers,
 )
 

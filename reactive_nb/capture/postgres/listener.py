@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -19,10 +20,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from reactive_nb.capture.external import ExternalChange
-from reactive_nb.capture.postgres.triggers import APPLICATION_NAME, CHANNEL, THREAD_NAME
+from reactive_nb.capture.postgres.sql import CHANNEL
 from reactive_nb.errors import ClosedError
+from reactive_nb.threads import Background
 
 logger = logging.getLogger(__name__)
+
+THREAD_NAME = "reactive_nb-pg-listener"
+APPLICATION_NAME = "reactive_nb-listener"
 
 _POLL_TIMEOUT = 0.25  # seconds between two looks at the stop event
 _INITIAL_BACKOFF = 0.05
@@ -106,8 +111,7 @@ class PostgresListener:
         self._on_change = on_change
         self._channel = channel
         self._backoff_cap = max(backoff_cap, _INITIAL_BACKOFF)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Background | None = None  # made by start(), once connected
         self._closed = False
 
     def start(self) -> None:
@@ -118,22 +122,16 @@ class PostgresListener:
         if self._thread is not None:
             return
         conn = self._connect()
-        self._thread = threading.Thread(
-            target=self._run, args=(conn,), name=THREAD_NAME, daemon=True)
+        self._thread = Background(THREAD_NAME, functools.partial(self._run, conn))
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the thread and close its connection (returns within ~0.3 s)."""
+        """Stop the thread and close its connection (returns within ~0.3 s; a reconnect
+        attempt can block up to connect_timeout). Idempotent; from ``on_change`` it only
+        asks the loop to end, which it does on its own."""
         self._closed = True
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is threading.current_thread():
-            return  # close() called from on_change: the loop ends on its own
-        if thread is not None:
-            # A reconnect attempt can block up to connect_timeout.
-            thread.join(timeout=10.0)
-            if thread.is_alive():
-                logger.warning("the PostgreSQL listener thread did not stop in time")
+        if self._thread is not None:
+            self._thread.stop()
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._conninfo, autocommit=True)
@@ -144,16 +142,16 @@ class PostgresListener:
             raise
         return conn
 
-    def _run(self, conn: psycopg.Connection[Any] | None) -> None:
+    def _run(self, conn: psycopg.Connection[Any] | None, stop: threading.Event) -> None:
         backoff = _INITIAL_BACKOFF
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 if conn is None:
                     try:
                         conn = self._connect()
                     except psycopg.Error as exc:
                         logger.debug("PostgreSQL listener: reconnect failed: %s", exc)
-                        self._stop.wait(backoff)
+                        stop.wait(backoff)
                         backoff = min(backoff * 2, self._backoff_cap)
                         continue
                     logger.info("PostgreSQL listener reconnected; every table counts as "
@@ -163,7 +161,7 @@ class PostgresListener:
                 try:
                     for notify in conn.notifies(timeout=_POLL_TIMEOUT):
                         self._dispatch(notify.payload)
-                        if self._stop.is_set():
+                        if stop.is_set():
                             break
                 except Exception as exc:
                     if isinstance(exc, psycopg.Error):
@@ -173,11 +171,8 @@ class PostgresListener:
                         logger.exception("PostgreSQL listener failed; reconnecting")
                     _close_quietly(conn)
                     conn = None
-                    self._stop.wait(backoff)
+                    stop.wait(backoff)
                     backoff = min(backoff * 2, self._backoff_cap)
-        except BaseException:
-            logger.exception("PostgreSQL listener thread died")
-            raise
         finally:
             if conn is not None:
                 _close_quietly(conn)

@@ -1,15 +1,8 @@
-"""PostgreSQL triggers that report writes: statement-level, one ``NOTIFY`` per statement.
+"""Installing, removing and listing the PostgreSQL change-capture triggers.
 
-Writes made by any client (a web app, a worker, ``psql``) reach reactive_nb through
-triggers installed explicitly by ``install_triggers``: one ``NOTIFY`` per statement,
-never per row, so bulk loads stay cheap. The payload is JSON,
-``{"t": "<table>", "x": "<txid>", "p": ["<parent>", ...], "k": ["<tenant>", ...]}``:
-``"p"`` lists the partitioned (or inheritance) parents of a written partition, up to the
-top level, and is present only for such tables; ``"k"`` is present only when a tenant
-column was given and the distinct tenant values fit in the payload. DDL by any client
-(when the installing role may create event triggers) sends ``{"t": "*", "x": "<txid>"}``:
-every table may have changed. Names are canonical: lower-case, bare in the database's
-default schema (``current_schema()`` at install time), ``schema.table`` elsewhere.
+The SQL they run (trigger functions, payload format, catalog queries) is built in
+:mod:`reactive_nb.capture.postgres.sql`. Every install and uninstall is one transaction
+under an advisory lock, so concurrent ones do not race.
 """
 
 from __future__ import annotations
@@ -20,240 +13,41 @@ from typing import NamedTuple
 
 import sqlalchemy
 
+from reactive_nb.capture.postgres.sql import (
+    ALL_TRIGGERS,
+    EVENT_TRIGGERS,
+    EVERY_TABLE,
+    FN_DDL,
+    FN_DDL_SQL,
+    FN_PLAIN,
+    FN_TENANT,
+    OUR_EVENT_TRIGGERS_SQL,
+    OUR_TRIGGERS_SQL,
+    RELATIONS_SQL,
+    SCHEMA,
+    TRIGGER_VERSION,
+    canonical,
+    fn_plain_sql,
+    fn_tenant_sql,
+    qualified,
+    table_name,
+)
 from reactive_nb.capture.quoting import ident as _ident
 from reactive_nb.capture.quoting import literal as _literal
 from reactive_nb.errors import CaptureError, closest
 
+__all__ = ["install_triggers", "installed_tables", "installed_version", "uninstall_triggers"]
+
 logger = logging.getLogger(__name__)
-
-#: Version of the trigger functions' SQL; bump it whenever that SQL changes, so that a
-#: re-install over an older version replaces the functions.
-TRIGGER_VERSION = 2
-
-#: The NOTIFY channel the trigger functions send on.
-CHANNEL = "reactive_nb"
-
-SCHEMA = "reactive_nb"
-DEFAULT_SCHEMA = "public"
-THREAD_NAME = "reactive_nb-pg-listener"
-APPLICATION_NAME = "reactive_nb-listener"
-
-#: ``install_triggers(engine, [EVERY_TABLE])`` installs on every table of the database.
-EVERY_TABLE = "*"
-
-#: PostgreSQL refuses payloads of 8000 bytes or more; past this size "k" is dropped.
-MAX_PAYLOAD_BYTES = 7900
 
 _VERSION_KEY = "trigger_version"
 _DEFAULT_SCHEMA_KEY = "default_schema"
 # Serialises concurrent installs/uninstalls (CREATE OR REPLACE FUNCTION and CREATE
 # SCHEMA race otherwise). An arbitrary constant: "rnb" in ASCII.
 _LOCK_ID = 0x726E62
-_FN_PLAIN = "notify_change"
-_FN_TENANT = "notify_change_tenant"
-_FN_DDL = "notify_ddl"
-# Trigger names per mode. Transition tables with both OLD and NEW need one trigger
-# per event, hence three triggers in tenant mode; TRUNCATE has no transition table.
-_TRIGGERS_PLAIN = ("reactive_nb_change", "reactive_nb_truncate")
-_TRIGGERS_TENANT = ("reactive_nb_insert", "reactive_nb_update", "reactive_nb_delete",
-                    "reactive_nb_truncate")
-_ALL_TRIGGERS = frozenset(_TRIGGERS_PLAIN + _TRIGGERS_TENANT)
-# Event triggers: ddl_command_end sees every DDL command but reports no objects for a
-# DROP; sql_drop reports those, so a DROP of a temporary table can be told apart.
-_EVENT_TRIGGERS = (("reactive_nb_ddl", "ddl_command_end"), ("reactive_nb_drop", "sql_drop"))
 _INSUFFICIENT_PRIVILEGE = "42501"
 # Databases (URLs) whose missing event trigger was already warned about in this process.
 _warned_no_event_trigger: set[str] = set()
-
-
-def _name_sql(schema: str, name: str, default_schema: str) -> str:
-    """SQL for the canonical name of the relation ``schema``.``name`` (SQL expressions)."""
-    return (f"CASE WHEN {schema} = {_literal(default_schema)} "
-            f"THEN pg_catalog.lower({name}::text) "
-            f"ELSE pg_catalog.lower({schema}::text) || '.' || pg_catalog.lower({name}::text) END")
-
-
-def _declarations(default_schema: str) -> str:
-    """Declarations every table trigger function starts with: its own name, its parents.
-
-    The default schema is baked in at install time (and the functions re-created when it
-    changes) rather than read from ``current_schema()`` when the trigger fires: that is
-    the *writer's* search_path, which may differ from reactive_nb's, and names that do
-    not match reactive_nb's would silently miss invalidations.
-    """
-    return f"""
-    tbl text := {_name_sql("TG_TABLE_SCHEMA", "TG_TABLE_NAME", default_schema)};
-    up json;"""
-
-
-def _parents(default_schema: str) -> str:
-    """Statements filling ``up`` with the names of every ancestor (partitioned parents,
-    inheritance parents), looked up when the trigger fires so that attaching or detaching
-    a partition needs no re-install. The EXISTS probe first: it costs a table without
-    parents about 2 us per statement, the recursive query about 7 us (measured)."""
-    parents = _name_sql("n.nspname", "c.relname", default_schema)
-    return f"""
-    IF EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID) THEN
-        up := (WITH RECURSIVE anc(oid) AS (
-                SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID
-                UNION
-                SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN anc ON i.inhrelid = anc.oid)
-            SELECT pg_catalog.json_agg({parents})
-            FROM anc JOIN pg_catalog.pg_class c ON c.oid = anc.oid
-            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace);
-    END IF;"""
-
-
-def _fn_plain_sql(default_schema: str) -> str:
-    body = f"""
--- reactive_nb trigger v{TRIGGER_VERSION}: one NOTIFY per statement, every tenant.
-DECLARE{_declarations(default_schema)}
-BEGIN{_parents(default_schema)}
-    PERFORM pg_catalog.pg_notify('{CHANNEL}', pg_catalog.json_strip_nulls(
-        pg_catalog.json_build_object(
-            't', tbl, 'x', pg_catalog.txid_current()::text, 'p', up))::text);
-    RETURN NULL;
-END
-"""
-    return (f"CREATE OR REPLACE FUNCTION {SCHEMA}.{_FN_PLAIN}() RETURNS trigger "
-            f"LANGUAGE plpgsql AS {_literal(body)}")
-
-
-# TG_ARGV[0] names the tenant column. "k" is left out (= every tenant) when a changed
-# row has a NULL tenant, when the column is gone, or when the payload would pass
-# MAX_PAYLOAD_BYTES. 2700 distinct values can never fit (each costs >= 3 bytes), so
-# the DISTINCT stops collecting there. A statement that changed no row sends nothing.
-def _fn_tenant_sql(default_schema: str) -> str:
-    body = f"""
--- reactive_nb trigger v{TRIGGER_VERSION}: one NOTIFY per statement with its tenants.
-DECLARE{_declarations(default_schema)}
-    col text := pg_catalog.quote_ident(TG_ARGV[0]);
-    rows_sql text;
-    keys json;
-    has_null boolean;
-    payload text;
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        rows_sql := 'SELECT ' || col || '::text AS k FROM new_rows';
-    ELSIF TG_OP = 'DELETE' THEN
-        rows_sql := 'SELECT ' || col || '::text AS k FROM old_rows';
-    ELSE
-        rows_sql := 'SELECT ' || col || '::text AS k FROM new_rows UNION ALL SELECT '
-                    || col || '::text FROM old_rows';
-    END IF;
-    BEGIN
-        EXECUTE 'SELECT pg_catalog.json_agg(k) FILTER (WHERE k IS NOT NULL), '
-                || 'pg_catalog.bool_or(k IS NULL) FROM (SELECT DISTINCT k FROM ('
-                || rows_sql || ') r LIMIT 2700) d'
-            INTO keys, has_null;
-    EXCEPTION WHEN undefined_column THEN
-        has_null := true;
-    END;
-    IF has_null IS NULL THEN
-        RETURN NULL;
-    END IF;{_parents(default_schema)}
-    payload := pg_catalog.json_strip_nulls(pg_catalog.json_build_object(
-        't', tbl, 'x', pg_catalog.txid_current()::text, 'p', up, 'k', keys))::text;
-    IF has_null OR keys IS NULL OR pg_catalog.octet_length(payload) > {MAX_PAYLOAD_BYTES} THEN
-        payload := pg_catalog.json_strip_nulls(pg_catalog.json_build_object(
-            't', tbl, 'x', pg_catalog.txid_current()::text, 'p', up))::text;
-    END IF;
-    PERFORM pg_catalog.pg_notify('{CHANNEL}', payload);
-    RETURN NULL;
-END
-"""
-    return (f"CREATE OR REPLACE FUNCTION {SCHEMA}.{_FN_TENANT}() RETURNS trigger "
-            f"LANGUAGE plpgsql AS {_literal(body)}")
-
-
-# DDL that touches only temporary objects (nobody else's) or reactive_nb's own objects
-# (installing triggers changes no data) sends nothing; any other DDL means "every table".
-# A DROP reports its objects to sql_drop only, so ddl_command_end leaves DROPs to it.
-# REFRESH MATERIALIZED VIEW fires ddl_command_end (PostgreSQL 15), so a refresh by
-# another client is reported as well. This function runs inside every DDL command of
-# the database: it must never fail, so it only reads its own event's data.
-_FN_DDL_BODY = f"""
--- reactive_nb event trigger v{TRIGGER_VERSION}: DDL by any client changes every table.
-BEGIN
-    IF TG_EVENT = 'sql_drop' THEN
-        IF NOT EXISTS (
-            SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
-            WHERE NOT d.is_temporary AND d.schema_name IS DISTINCT FROM '{SCHEMA}'
-            AND NOT (d.object_type = 'trigger'
-                     AND d.object_identity LIKE 'reactive\\_nb\\_% on %')) THEN
-            RETURN;
-        END IF;
-    ELSIF TG_TAG LIKE 'DROP %' THEN
-        RETURN;
-    ELSIF EXISTS (SELECT FROM pg_catalog.pg_event_trigger_ddl_commands()) AND NOT EXISTS (
-            SELECT FROM pg_catalog.pg_event_trigger_ddl_commands() c
-            WHERE c.schema_name IS DISTINCT FROM 'pg_temp'
-            AND c.schema_name IS DISTINCT FROM '{SCHEMA}'
-            AND NOT (c.object_type = 'schema' AND c.object_identity = '{SCHEMA}')
-            AND NOT (c.object_type = 'trigger'
-                     AND c.object_identity LIKE 'reactive\\_nb\\_% on %')) THEN
-        RETURN;
-    END IF;
-    PERFORM pg_catalog.pg_notify('{CHANNEL}', pg_catalog.json_build_object(
-        't', '*', 'x', pg_catalog.txid_current()::text)::text);
-END
-"""
-_FN_DDL_SQL = (f"CREATE OR REPLACE FUNCTION {SCHEMA}.{_FN_DDL}() RETURNS event_trigger "
-               f"LANGUAGE plpgsql AS {_literal(_FN_DDL_BODY)}")
-
-_OUR_TRIGGERS_SQL = f"""
-SELECT n.nspname, c.relname, t.tgname, t.tgargs
-FROM pg_catalog.pg_trigger t
-JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
-WHERE pn.nspname = '{SCHEMA}' AND NOT t.tgisinternal
-ORDER BY n.nspname, c.relname, t.tgname
-"""
-
-_OUR_EVENT_TRIGGERS_SQL = f"""
-SELECT e.evtname FROM pg_catalog.pg_event_trigger e
-JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid
-JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
-WHERE pn.nspname = '{SCHEMA}' ORDER BY e.evtname
-"""
-
-# Every relation a user may name; system schemas, other sessions' temporary schemas and
-# reactive_nb's own are left out.
-_RELATIONS_SQL = f"""
-SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispartition
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-AND n.nspname <> ALL (ARRAY['information_schema', '{SCHEMA}']) AND n.nspname !~ '^pg_'
-"""
-
-
-# --- names -------------------------------------------------------------------------
-
-def split_table(table: str, default_schema: str = DEFAULT_SCHEMA) -> tuple[str, str]:
-    """``"agent"`` -> ``("public", "agent")``; ``"sales.orders"`` -> ``("sales", "orders")``."""
-    schema, dot, name = table.partition(".")
-    return (schema, name) if dot else (default_schema, table)
-
-
-def table_name(schema: str, name: str, default_schema: str = DEFAULT_SCHEMA) -> str:
-    """reactive_nb's name of a table: lower-case; bare in the default schema, else
-    ``schema.name`` (the same rule the trigger functions apply)."""
-    name = name.lower()
-    return name if schema == default_schema else f"{schema.lower()}.{name}"
-
-
-def _canonical(table: str, default_schema: str) -> str:
-    """A requested name (``Agent``, ``"MixedCase"``, ``app.agent``) in canonical form."""
-    parts = [part.strip().strip('"').lower() for part in table.split(".", 1)]
-    if len(parts) == 2 and parts[0] == default_schema.lower():
-        return parts[1]
-    return ".".join(parts)
-
-
-def _qualified(schema: str, name: str) -> str:
-    return f"{_ident(schema)}.{_ident(name)}"
 
 
 class _Relation(NamedTuple):
@@ -345,7 +139,7 @@ def _resolve_tables(
     name is missing or unsuitable."""
     relations = [_Relation(int(r.oid), str(r.nspname), str(r.relname), str(r.relkind),
                            bool(r.relispartition))
-                 for r in conn.execute(sqlalchemy.text(_RELATIONS_SQL))]
+                 for r in conn.execute(sqlalchemy.text(RELATIONS_SQL))]
     by_oid = {rel.oid: rel for rel in relations}
     known: dict[str, list[_Relation]] = {}
     for rel in sorted(relations, key=lambda r: (r.schema, r.name)):
@@ -364,7 +158,7 @@ def _resolve_tables(
             names.append(table)
     resolved: dict[str, list[_Relation]] = {}
     for table in names:
-        name = _canonical(table, default_schema)
+        name = canonical(table, default_schema)
         if name in resolved:
             continue
         if name not in known:
@@ -453,13 +247,13 @@ def _ensure_functions(conn: sqlalchemy.Connection, table: str, default_schema: s
     functions = conn.execute(sqlalchemy.text(
         "SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
         "ON n.oid = p.pronamespace WHERE n.nspname = :s AND p.proname IN (:a, :b, :c)"
-    ), {"s": SCHEMA, "a": _FN_PLAIN, "b": _FN_TENANT, "c": _FN_DDL}).scalar()
+    ), {"s": SCHEMA, "a": FN_PLAIN, "b": FN_TENANT, "c": FN_DDL}).scalar()
     if (installed == TRIGGER_VERSION and functions == 3
             and _meta(conn, _DEFAULT_SCHEMA_KEY) == default_schema):
         return
-    _exec(conn, _fn_plain_sql(default_schema))
-    _exec(conn, _fn_tenant_sql(default_schema))
-    _exec(conn, _FN_DDL_SQL)
+    _exec(conn, fn_plain_sql(default_schema))
+    _exec(conn, fn_tenant_sql(default_schema))
+    _exec(conn, FN_DDL_SQL)
     _set_meta(conn, _VERSION_KEY, str(TRIGGER_VERSION))
     _set_meta(conn, _DEFAULT_SCHEMA_KEY, default_schema)
 
@@ -467,15 +261,15 @@ def _ensure_functions(conn: sqlalchemy.Connection, table: str, default_schema: s
 def _ensure_event_triggers(conn: sqlalchemy.Connection, engine: sqlalchemy.Engine) -> None:
     """Create the DDL event triggers if missing; without the privilege (only superusers
     may create them), warn once per database and go on: table writes are still seen."""
-    existing = set(conn.execute(sqlalchemy.text(_OUR_EVENT_TRIGGERS_SQL)).scalars())
-    missing = [(name, event) for name, event in _EVENT_TRIGGERS if name not in existing]
+    existing = set(conn.execute(sqlalchemy.text(OUR_EVENT_TRIGGERS_SQL)).scalars())
+    missing = [(name, event) for name, event in EVENT_TRIGGERS if name not in existing]
     if not missing:
         return
     try:
         with conn.begin_nested():
             for name, event in missing:
                 _exec(conn, f"CREATE EVENT TRIGGER {_ident(name)} ON {event} "
-                            f"EXECUTE FUNCTION {SCHEMA}.{_FN_DDL}()")
+                            f"EXECUTE FUNCTION {SCHEMA}.{FN_DDL}()")
     except sqlalchemy.exc.DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != _INSUFFICIENT_PRIVILEGE:
             raise
@@ -492,15 +286,15 @@ def _install_one(
     conn: sqlalchemy.Connection, relation: _Relation, tenant_column: str | None,
     replace: bool,
 ) -> None:
-    target = _qualified(relation.schema, relation.name)
-    plain = f"EXECUTE FUNCTION {SCHEMA}.{_FN_PLAIN}()"
+    target = qualified(relation.schema, relation.name)
+    plain = f"EXECUTE FUNCTION {SCHEMA}.{FN_PLAIN}()"
     if tenant_column is None:
         wanted = {
             "reactive_nb_change": f"AFTER INSERT OR UPDATE OR DELETE ON {target} "
                                   f"FOR EACH STATEMENT {plain}",
         }
     else:
-        tenant = f"EXECUTE FUNCTION {SCHEMA}.{_FN_TENANT}({_literal(tenant_column)})"
+        tenant = f"EXECUTE FUNCTION {SCHEMA}.{FN_TENANT}({_literal(tenant_column)})"
         wanted = {
             "reactive_nb_insert": f"AFTER INSERT ON {target} REFERENCING NEW TABLE AS "
                                   f"new_rows FOR EACH STATEMENT {tenant}",
@@ -514,7 +308,7 @@ def _install_one(
         "SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = :oid AND NOT tgisinternal"
     ), {"oid": relation.oid}).scalars())
     # Triggers of the other tenant mode go; the wanted ones are (re)created.
-    for name in sorted((existing & _ALL_TRIGGERS) - set(wanted)):
+    for name in sorted((existing & ALL_TRIGGERS) - set(wanted)):
         _exec(conn, f"DROP TRIGGER {_ident(name)} ON {target}")
     for name, definition in wanted.items():
         if replace:
@@ -538,12 +332,12 @@ def uninstall_triggers(engine: sqlalchemy.Engine) -> None:
         with engine.begin() as conn:
             _exec(conn, f"SELECT pg_catalog.pg_advisory_xact_lock({_LOCK_ID})")
             # First, so that the rest of the uninstall is not reported as DDL.
-            for name in conn.execute(sqlalchemy.text(_OUR_EVENT_TRIGGERS_SQL)).scalars().all():
+            for name in conn.execute(sqlalchemy.text(OUR_EVENT_TRIGGERS_SQL)).scalars().all():
                 _exec(conn, f"DROP EVENT TRIGGER IF EXISTS {_ident(name)}")
-            for row in conn.execute(sqlalchemy.text(_OUR_TRIGGERS_SQL)).all():
+            for row in conn.execute(sqlalchemy.text(OUR_TRIGGERS_SQL)).all():
                 current = table_name(row.nspname, row.relname)
                 _exec(conn, f"DROP TRIGGER IF EXISTS {_ident(row.tgname)} "
-                            f"ON {_qualified(row.nspname, row.relname)}")
+                            f"ON {qualified(row.nspname, row.relname)}")
             current = SCHEMA
             functions = conn.execute(sqlalchemy.text(
                 "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p "
@@ -565,7 +359,7 @@ def installed_tables(engine: sqlalchemy.Engine) -> dict[str, str | None]:
         default_schema = (_meta(conn, _DEFAULT_SCHEMA_KEY) if _has_meta(conn) else None)
         if default_schema is None:
             default_schema = _default_schema(conn)
-        for row in conn.execute(sqlalchemy.text(_OUR_TRIGGERS_SQL)):
+        for row in conn.execute(sqlalchemy.text(OUR_TRIGGERS_SQL)):
             name = table_name(row.nspname, row.relname, default_schema)
             args = [a for a in bytes(row.tgargs).split(b"\x00") if a]
             column = args[0].decode() if args else None
