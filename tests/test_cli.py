@@ -7,10 +7,12 @@ import os
 import queue
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +129,29 @@ def test_notify_and_watch(redis_url: str, redis_prefix: str, redis_client: Any,
     assert watch.returncode == 0, err
 
 
+def free_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["demo", "--seconds", "x"], "invalid float value: 'x'"),
     ([], "required: COMMAND"),
     (["notify", "--redis", "redis://127.0.0.1:1/0", "agent"], "cannot reach Redis"),
+    (["notify", "--redis", f"redis://127.0.0.1:{free_port()}/0", "agent"],
+     "cannot reach Redis: Error 111 connecting to 127.0.0.1"),
+    (["notify", "--redis", "http://x", "agent"],
+     "bad Redis URL 'http://x': Redis URL must specify one of the following schemes"),
+    (["notify", "--redis", "redis://x:port", "agent"], "bad Redis URL 'redis://x:port'"),
+    (["watch", "--redis", "http://x"], "bad Redis URL 'http://x'"),
+    (["notify", "--redis", "redis://127.0.0.1:1/0", "--force", "agent"], "--force needs --url"),
+    (["notify", "--redis", "redis://127.0.0.1:1/0", "--url", "not a url", "agent"],
+     "bad database URL"),
     (["watch"], "required: --redis"),
     (["install-triggers", "nosuchdialect://x"], "cannot connect"),
+    (["install-triggers", "sqlite:////no/such/dir/x.db"], "no SQLite database at /no/such/dir"),
 ])
 def test_errors_are_one_line_and_exit_2(argv: list[str], message: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,3 +179,135 @@ def test_install_and_uninstall_triggers(sqlite_url: str,
     assert "did you mean 'agent'" in capsys.readouterr().err
     assert main(["uninstall-triggers", sqlite_url]) == 0
     assert triggers() == set()
+
+
+def test_install_triggers_refuses_a_missing_sqlite_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "typo.db"
+    assert main(["install-triggers", f"sqlite:///{missing}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"reactive-nb install-triggers: no SQLite database at {missing}\n"
+    assert not missing.exists()  # connecting would have created an empty database
+
+
+def test_redis_refusing_is_one_line(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["notify", "--redis", redis_url.rsplit("/", 1)[0] + "/99999", "agent"]) == 2
+    assert capsys.readouterr().err == (
+        "reactive-nb notify: Redis refused the connection: DB index is out of range\n")
+
+
+def test_an_unforeseen_error_is_still_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from reactive_nb.ui import cli as cli_module
+
+    def broken(args: Any) -> int:
+        raise RuntimeError("first line\nsecond line")
+
+    monkeypatch.setattr(cli_module, "_watch", broken)
+    assert main(["watch", "--redis", "redis://127.0.0.1:1/0"]) == 2
+    assert capsys.readouterr().err == "reactive-nb watch: RuntimeError: first line\n"
+
+
+def _redis_keys(client: Any, prefix: str) -> list[bytes]:
+    return sorted(client.scan_iter(match=f"{prefix}:*", count=1000))
+
+
+@pytest.fixture
+def identity_prefixes(redis_client: Any) -> Iterator[list[str]]:
+    """Prefixes (``rnb:<identity>``) whose keys are deleted after the test."""
+    prefixes: list[str] = []
+    yield prefixes
+    for prefix in prefixes:
+        keys = _redis_keys(redis_client, prefix)
+        if keys:
+            redis_client.delete(*keys)
+
+
+def test_notify_with_url_reaches_a_default_configured_reactivedb(
+        sqlite_url: str, redis_url: str, redis_client: Any, identity_prefixes: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import reactive_nb as rnb
+    from reactive_nb.model.identity import database_identity
+
+    teamhub.create(sqlite_url)
+    with rnb.connect(sqlite_url, redis=redis_url, workers=0) as db:
+        prefix = f"rnb:{database_identity(db.engine)}"
+        identity_prefixes.append(prefix)
+        agents = teamhub.define_agents(db)
+        agents("acme")
+        agents("acme")
+        assert agents.stats.as_dict()["misses"] == 1  # cached
+
+        # Names as the library names them: case and the default schema (main) do not matter.
+        assert main(["notify", "--url", sqlite_url, "--redis", redis_url,
+                     "Agent", "main.AGENT"]) == 0
+        assert capsys.readouterr().out == "notified default: agent v1\n"
+        agents("acme")
+        assert agents.stats.as_dict()["misses"] == 2  # the notify made the entry stale
+        assert redis_client.hgetall(f"{prefix}:{{default}}:versions") == {b"agent": b"1"}
+
+
+@pytest.mark.parametrize("table, hint", [("nosuchtable", ""),
+                                         ("agnet", " (did you mean 'agent'?)")])
+def test_notify_refuses_an_unknown_table_unless_forced(
+        sqlite_url: str, redis_url: str, redis_client: Any, identity_prefixes: list[str],
+        capsys: pytest.CaptureFixture[str], table: str, hint: str) -> None:
+    from sqlalchemy import create_engine
+
+    from reactive_nb.model.identity import database_identity
+
+    teamhub.create(sqlite_url)
+    engine = create_engine(sqlite_url)
+    prefix = f"rnb:{database_identity(engine)}"
+    engine.dispose()
+    identity_prefixes.append(prefix)
+    assert main(["notify", "--url", sqlite_url, "--redis", redis_url, "agent", table]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"reactive-nb notify: unknown table {table!r} in this database"
+                            f"{hint}; --force notifies it anyway\n") and captured.out == ""
+    assert _redis_keys(redis_client, prefix) == []  # nothing was bumped, not even agent
+
+    assert main(["notify", "--url", sqlite_url, "--redis", redis_url, "--force",
+                 "agent", table.upper()]) == 0
+    assert capsys.readouterr().out == f"notified default: agent v1, {table} v1\n"
+
+
+def test_notify_resolves_postgresql_schemas(
+        pg_url: str, redis_url: str, redis_client: Any, identity_prefixes: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import create_engine, text
+
+    from reactive_nb.model.identity import database_identity
+
+    teamhub.create(pg_url)
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA analytics"))
+        conn.execute(text("CREATE TABLE analytics.events (id INTEGER PRIMARY KEY)"))
+    prefix = f"rnb:{database_identity(engine)}"
+    engine.dispose()
+    identity_prefixes.append(prefix)
+    assert main(["notify", "--url", pg_url, "--redis", redis_url, "--tenant", "acme",
+                 "Organization", "public.organization", '"agent"', "Analytics.Events"]) == 0
+    assert capsys.readouterr().out == (
+        "notified acme: organization v1, agent v1, analytics.events v1\n")
+    assert redis_client.hgetall(f"{prefix}:{{acme}}:versions") == {
+        b"organization": b"1", b"agent": b"1", b"analytics.events": b"1"}
+    assert main(["notify", "--url", pg_url, "--redis", redis_url, "events"]) == 2
+    assert "unknown table 'events' in this database (did you mean 'analytics.events'?)" in (
+        capsys.readouterr().err)
+
+
+def test_watch_with_url_uses_the_databases_prefix(
+        sqlite_url: str, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import create_engine
+
+    from reactive_nb.model.identity import database_identity
+
+    teamhub.create(sqlite_url)
+    engine = create_engine(sqlite_url)
+    identity = database_identity(engine)
+    engine.dispose()
+    assert main(["watch", "--url", sqlite_url, "--redis", redis_url, "--tenant", "acme",
+                 "--seconds", "0.1"]) == 0
+    assert capsys.readouterr().out.startswith(f"watching acme (prefix rnb:{identity}) for 0.1 s")

@@ -105,7 +105,7 @@ def test_parameters_are_bound_never_formatted(ip: Any) -> None:
     assert int(db.read_sql("SELECT COUNT(*) AS n FROM agent")["n"][0]) == 3
 
 
-def test_parameters_found_by_sqlalchemy() -> None:
+def test_parameters_found_by_the_tokenizer() -> None:
     assert _parameters("SELECT a::int FROM t WHERE b = :org AND c = (:n)::int", "x") == ["org", "n"]
     assert _parameters("SELECT 1 WHERE t = '12:30' AND u = :u AND u2 = :u", "x") == ["u"]
     with pytest.raises(UsageError, match="class"):
@@ -300,3 +300,79 @@ def test_load_ext_is_light() -> None:
                           env=env, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- bad input: names and parameters ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("rnb_db", "the connection"),
+    ("class", "a Python keyword"),
+    ("list", "a Python builtin"),
+    ("print", "a Python builtin"),
+    ("In", "IPython's own variable"),
+    ("get_ipython", "IPython's own variable"),
+    ("org", "the parameter :org"),
+])
+def test_name_may_not_shadow_the_connection_keywords_or_builtins(
+        ip: Any, capsys: pytest.CaptureFixture[str], name: str, reason: str) -> None:
+    db = connect(ip)
+    ip.user_ns["org"] = "acme"
+    before = dict(ip.user_ns)
+    lines = error_lines(ip, f"%%reactive {name} --no-display\n"
+                            "SELECT id FROM agent WHERE organization_id = :org", capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"UsageError: %%reactive {name}: ") and reason in lines[0], lines
+    assert ip.user_ns["rnb_db"] is db and ip.user_ns["org"] == "acme"
+    assert ip.user_ns.get(name) is before.get(name)
+    assert db.functions == {}  # nothing was defined, nothing ran
+
+
+def test_name_may_not_overwrite_a_connection_bound_to_another_variable(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, "db = %reactive connect $URL")
+    lines = error_lines(ip, "%%reactive db\nSELECT 1", capsys)
+    assert len(lines) == 1 and "the connection" in lines[0], lines
+    assert ip.user_ns["db"] is ip.user_ns["rnb_db"]
+
+
+def test_parameters_are_found_outside_literals_identifiers_and_comments() -> None:
+    sql = ("SELECT ':org' AS x, id AS \"a:b\", E'\\' :esc' AS e -- :comment\n"
+           "/* :block */ FROM agent WHERE organization_id = :org AND n = :n::int")
+    assert _parameters(sql, "x", "postgres") == ["org", "n"]
+    assert _parameters(sql.replace("E'\\' :esc'", "'x'"), "x") == ["org", "n"]  # any dialect
+    assert _parameters("SELECT :org::text, '12:30', 'a:b:c' WHERE x = :other", "x") == [
+        "org", "other"]
+
+
+def test_colons_in_literals_identifiers_and_comments_are_sent_as_written(ip: Any) -> None:
+    connect(ip)
+    ip.user_ns["org"] = "acme"
+    run(ip, "%%reactive labelled --no-display\n"
+            "SELECT ':org' AS x, '12:30 :a:b' AS t, 'C\\:x' AS bs, id AS \"id:n\"\n"
+            "FROM agent -- :nothing\n"
+            "WHERE organization_id = :org /* not :this */ ORDER BY id")
+    live = ip.user_ns["labelled"].wait(5)
+    assert live.inputs == {"org": "acme"}
+    assert live.df.to_dict("list") == {"x": [":org", ":org"], "t": ["12:30 :a:b"] * 2,
+                                       "bs": ["C\\:x"] * 2, "id:n": [1, 2]}
+
+
+def test_cast_after_a_parameter_on_postgresql(pg_url: str) -> None:
+    teamhub.create(pg_url)
+    globalipapp.start_ipython()
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "reactive_nb")
+    try:
+        shell.user_ns.update(URL=pg_url, org="acme", n="2")
+        run(shell, "%reactive connect $URL")
+        run(shell, "%%reactive cast --no-display\n"
+                   "SELECT :org::text AS o, ':org::text' AS literal, id FROM agent\n"
+                   "WHERE organization_id = :org::varchar AND id <= :n::int ORDER BY id")
+        live = shell.user_ns["cast"].wait(5)
+        assert live.inputs == {"org": "acme", "n": "2"}
+        assert live.df.to_dict("list") == {"o": ["acme", "acme"],
+                                           "literal": [":org::text"] * 2, "id": [1, 2]}
+    finally:
+        shell.run_line_magic("unload_ext", "reactive_nb")
+        shell.reset(new_session=False)

@@ -112,17 +112,29 @@ class ReactiveFunction:
         key: KeyFunction | None = None,
         priority: Priority = "normal",
     ) -> None:
-        if priority not in PRIORITIES:
-            raise ValueError(f"priority must be one of {PRIORITIES}, not {priority!r}")
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        """Validate the options first: a bad one is one ConfigError line and nothing is
+        defined. ``dependencies`` is a list of table names; one string is refused
+        (``dependencies="agent"`` would read as the tables a, g, e...: write ``["agent"]``).
+        ``name`` defaults to the handler's name; dots are fine, spaces are not. ``ttl`` is
+        a positive number of seconds (``"5"`` is refused, not converted)."""
+        from reactive_nb.errors import ConfigError
+        from reactive_nb.settings import FunctionOptions
+
+        if not callable(handler):  # @db.reactive("agents") meant name="agents"
+            raise ConfigError(f"reactive(): expected a function to decorate, got "
+                              f"{handler!r:.60} (give the name as name={handler!r:.60})")
+        options = FunctionOptions.parse({
+            "name": name if name is not None else getattr(handler, "__name__", None),
+            "dependencies": dependencies, "ttl": ttl, "cache": cache, "key": key,
+            "priority": priority})
+        dependencies = options.dependencies
         self._owner = owner
         self.handler = handler
-        self.name: str = name or handler.__name__
-        self.ttl = ttl
-        self.cache_enabled = cache
+        self.name: str = options.name
+        self.ttl = options.ttl
+        self.cache_enabled = options.cache
         self.key_function = key
-        self.priority: Priority = priority
+        self.priority: Priority = options.priority
         self.signature = inspect.signature(handler)
         self.input_model = _input_model(handler, self.signature, self.name)
         self.declared: frozenset[str] | None = (

@@ -1,8 +1,8 @@
 """The ``reactive-nb`` command: a demo to watch tables update, and tools for the change feed.
 
     reactive-nb demo [--headless] [--seconds N] [--db PATH | --url DBURL] [--redis URL]
-    reactive-nb notify --redis URL [--tenant T] [--prefix rnb] TABLE...
-    reactive-nb watch --redis URL [--tenant T ...] [--prefix rnb] [--seconds N]
+    reactive-nb notify --redis URL [--url DBURL [--force]] [--tenant T] [--prefix P] TABLE...
+    reactive-nb watch --redis URL [--url DBURL] [--tenant T ...] [--prefix P] [--seconds N]
     reactive-nb install-triggers URL [--tables a,b] [--tenant-column col]
     reactive-nb uninstall-triggers URL
     reactive-nb bench
@@ -10,8 +10,16 @@
 ``notify`` is for writers that do not use reactive_nb; it does exactly what these two
 Redis commands do (the version first, so a reader that hears the change sees it)::
 
-    HINCRBY rnb:{T}:versions TABLE 1
-    XADD rnb:{T}:changes MAXLEN ~ 10000 * tables TABLE origin cli
+    HINCRBY P:{T}:versions TABLE 1
+    XADD P:{T}:changes MAXLEN ~ 10000 * tables TABLE origin cli
+
+With ``--url DBURL`` the command works as ``rnb.connect(DBURL, redis=URL)`` does: the key
+prefix P is ``rnb:<identity>``, derived from the database itself, and ``notify`` names
+each table as the library does (``Organization`` and ``public.organization`` are
+``organization``) and refuses a table the database does not have, unless ``--force``.
+Without ``--url`` the prefix is ``rnb`` (what a ReactiveDB given ``key_prefix="rnb"``
+uses) and names are only lower-cased: nothing can check them or resolve a schema.
+``--prefix`` overrides the prefix either way.
 
 Every error is one line on stderr and exit status 2.
 """
@@ -35,6 +43,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from reactive_nb.errors import one_line
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
     from reactive_nb.db import ReactiveDB
     from reactive_nb.live.query import LiveQuery
 
@@ -266,22 +276,80 @@ def _quickstart(url: str) -> Path:
 
 
 def _redis(url: str) -> Any:
+    """A Redis client that answered a PING; any problem is a one-line CliError."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    except ValueError as exc:
+        raise CliError(f"bad Redis URL {url!r}: {one_line(exc)}") from None
     try:
         client.ping()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except Exception as exc:
         client.close()
-        raise CliError(f"cannot reach Redis: {one_line(exc)}") from None
-    except ValueError as exc:
-        raise CliError(f"bad Redis URL: {one_line(exc)}") from None
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            raise CliError(f"cannot reach Redis: {one_line(exc)}") from None
+        if isinstance(exc, ValueError):  # a part of the URL that only connecting reads
+            raise CliError(f"bad Redis URL {url!r}: {one_line(exc)}") from None
+        raise CliError(f"Redis refused the connection: {one_line(exc)}") from None
     return client
+
+
+def _database_url(url: str) -> URL:
+    """The parsed database URL; a SQLite file that does not exist is refused (connecting
+    would create an empty one)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise CliError(f"bad database URL: {one_line(exc)}") from None
+    database = parsed.database
+    if (parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
+            and not database.startswith("file:") and "uri" not in parsed.query
+            and not Path(database).exists()):
+        raise CliError(f"no SQLite database at {database}")
+    return parsed
+
+
+def _resolved(url: str, tables: list[str], force: bool) -> tuple[str, list[str]]:
+    """The Redis key prefix of the database at ``url`` (``rnb:<identity>``, as
+    ``connect(url, redis=...)`` derives it) and ``tables`` named canonically; an unknown
+    table is refused unless ``force``."""
+    from sqlalchemy import create_engine
+
+    from reactive_nb.errors import RelationError
+    from reactive_nb.model.identity import database_identity
+    from reactive_nb.model.relations import Catalog
+
+    parsed = _database_url(url)
+    try:
+        engine = create_engine(parsed)
+    except Exception as exc:  # no such dialect or driver
+        raise CliError(f"cannot connect: {one_line(exc)}") from None
+    try:
+        catalog = Catalog.inspect(engine)
+        prefix = f"rnb:{database_identity(engine)}"
+    except Exception as exc:
+        raise CliError(f"cannot connect: {one_line(exc)}") from None
+    finally:
+        engine.dispose()
+    names = []
+    for table in tables:
+        try:
+            names.append(catalog.resolve(table, "this database"))
+        except RelationError as exc:
+            if not force:
+                raise CliError(f"{exc}; --force notifies it anyway") from None
+            names.append(catalog.canonical(table))
+    return prefix, list(dict.fromkeys(names))
 
 
 def _notify(args: argparse.Namespace) -> int:
     """Bump the tables' versions, then publish the change: what HINCRBY + XADD do."""
     from reactive_nb.changes import ChangeRecorder
+    from reactive_nb.model.relations import canonical
     from reactive_nb.stores.bus import RedisBus
     from reactive_nb.stores.health import StoreHealth
     from reactive_nb.stores.versions import RedisVersions
@@ -289,10 +357,17 @@ def _notify(args: argparse.Namespace) -> int:
     tables = list(dict.fromkeys(args.tables))
     if any(not t.strip() or "," in t for t in tables):
         raise CliError("table names must be non-empty and contain no ','")
+    if args.force and not args.url:
+        raise CliError("--force needs --url (without it no table is checked)")
+    if args.url:
+        prefix, tables = _resolved(args.url, tables, args.force)
+    else:
+        prefix, tables = "rnb", list(dict.fromkeys(canonical(t, None) for t in tables))
+    prefix = args.prefix or prefix
     client = _redis(args.redis)
     try:
-        versions = RedisVersions(client, prefix=args.prefix)
-        bus = RedisBus(client, prefix=args.prefix, origin="cli")
+        versions = RedisVersions(client, prefix=prefix)
+        bus = RedisBus(client, prefix=prefix, origin="cli")
         try:  # the same bumps and announcements as a captured write (errors raise here)
             ChangeRecorder(versions, bus, StoreHealth(versions), origin="cli").committed(
                 args.tenant, frozenset(tables))
@@ -317,20 +392,21 @@ def _watch(args: argparse.Namespace) -> int:
 
     if args.seconds is not None and args.seconds <= 0:
         raise CliError("--seconds must be positive")
+    prefix = args.prefix or (_resolved(args.url, [], force=False)[0] if args.url else "rnb")
     client = _redis(args.redis)
-    tenants = list(dict.fromkeys(args.tenant or [DEFAULT_TENANT, *_tenants(client, args.prefix)]))
+    tenants = list(dict.fromkeys(args.tenant or [DEFAULT_TENANT, *_tenants(client, prefix)]))
 
     def show(change: Change) -> None:
         _say(f"[{_clock()}] {change.tenant}: {', '.join(sorted(change.tables))} "
              f"(origin {change.origin})")
 
-    bus = RedisBus(client, prefix=args.prefix, origin=f"{PROG}-watch:{os.getpid()}")
+    bus = RedisBus(client, prefix=prefix, origin=f"{PROG}-watch:{os.getpid()}")
     try:
         bus.subscribe(show)
         for tenant in tenants:
             bus.follow(tenant)
         until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
-        _say(f"watching {', '.join(tenants)} (prefix {args.prefix}) {until}")
+        _say(f"watching {', '.join(tenants)} (prefix {prefix}) {until}")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait(args.seconds)
     finally:
@@ -354,6 +430,7 @@ def _tenants(client: Any, prefix: str) -> list[str]:
 def _triggers(args: argparse.Namespace, install: bool) -> int:
     from reactive_nb.db import connect
 
+    _database_url(args.url)  # a bad URL or a missing SQLite file: refused before connecting
     try:
         db = connect(args.url, capture="local",
                      tenant_column=getattr(args, "tenant_column", None))
@@ -392,17 +469,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--redis", help="Redis URL: shared cache, versions and change bus")
     demo.add_argument("--interval", type=float, default=0.25, help=argparse.SUPPRESS)
 
+    url_help = ("the database: check and name tables as the library does, and use its "
+                "key prefix rnb:<identity>")
+    prefix_help = "first part of every Redis key (default: rnb, or rnb:<identity> with --url)"
     notify = sub.add_parser("notify", help="publish a change made by another program")
     notify.add_argument("--redis", required=True)
+    notify.add_argument("--url", metavar="DBURL", help=url_help)
+    notify.add_argument("--force", action="store_true",
+                        help="notify tables the database does not have (with --url)")
     notify.add_argument("--tenant", default=DEFAULT_TENANT)
-    notify.add_argument("--prefix", default="rnb")
+    notify.add_argument("--prefix", help=prefix_help)
     notify.add_argument("tables", nargs="+", metavar="TABLE")
 
     watch = sub.add_parser("watch", help="print changes as they arrive")
     watch.add_argument("--redis", required=True)
+    watch.add_argument("--url", metavar="DBURL", help=url_help)
     watch.add_argument("--tenant", action="append",
                        help="tenant to follow (repeatable; default: every tenant with a stream)")
-    watch.add_argument("--prefix", default="rnb")
+    watch.add_argument("--prefix", help=prefix_help)
     watch.add_argument("--seconds", type=float, help="stop after N seconds")
 
     install = sub.add_parser("install-triggers", help="capture writes made by any client")
@@ -443,6 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # unforeseen: still one line, with the exception's type
+        where = PROG if command == "?" else f"{PROG} {command}"
+        print(f"{where}: {one_line(exc, typed=True)}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -53,7 +54,9 @@ SELECT ... WHERE organization_id = :org
     sent as a bound parameter. --deps lists the tables it depends on (default: the
     tables it reads); --key names primary-key columns (to highlight changed rows).
     Running the cell again replaces (closes) the previous live query.
-    A parameter followed by a PostgreSQL cast needs parentheses: (:id)::int.
+    A ':name' inside a string literal, a quoted identifier or a comment is not a
+    parameter; a cast may follow one (:id::int). NAME may not be rnb_db, a Python
+    keyword or builtin, or one of the cell's parameters.
 
 %reactive status                  a table of the live queries
 %reactive refresh [NAME|--all]    re-run one live query (or all) now
@@ -189,13 +192,22 @@ class ReactiveMagics(Magics):
         args = parser.parse_args(_split(line))
         name: str = args.name
         where = f"%%reactive {name}"
-        if not name.isidentifier():
-            raise UsageError(f"{where}: NAME must be a Python identifier (it names a variable)")
+        shell = self.state.shell
+        _check_name(name, where, shell)
         if not sql.strip():
             raise UsageError(f"{where}: the cell has no SQL")
         db = self.state.require_db()
-        params = _parameters(sql, where)
-        ns = self.state.shell.user_ns
+        from reactive_nb.db import ReactiveDB
+        from reactive_nb.model.sql import sqlglot_dialect
+
+        ns = shell.user_ns
+        if isinstance(ns.get(name), ReactiveDB):
+            raise UsageError(f"{where}: NAME {name!r} would overwrite the connection held by "
+                             f"the variable {name}; choose another name")
+        sql, params = _prepare(sql, where, sqlglot_dialect(db.engine.dialect.name))
+        if name in params:
+            raise UsageError(f"{where}: NAME {name!r} would overwrite the variable of the "
+                             f"parameter :{name}; choose another name")
         missing = [p for p in params if p not in ns]
         if missing:
             listed = ", ".join(f":{p}" for p in missing)
@@ -280,12 +292,93 @@ class ReactiveMagics(Magics):
         chosen.refresh()
 
 
-def _parameters(sql: str, where: str) -> list[str]:
-    """The ``:name`` bind parameters of the SQL, as SQLAlchemy's ``text()`` finds them
-    (``::int`` casts and ``\\:`` escapes are not parameters)."""
-    from sqlalchemy import text
+#: IPython's history variables: _, __, ___, _i, _ii, _iii, _5, _i5.
+_IPYTHON_HISTORY = re.compile(r"_{1,3}|_i{1,3}|_i?\d+")
 
-    names = list(text(sql).compile().params)
+
+def _check_name(name: str, where: str, shell: InteractiveShell) -> None:
+    """Refuse a NAME whose variable the cell must not overwrite: the connection, a Python
+    keyword or builtin, or one of IPython's own variables."""
+    import builtins
+    import keyword
+
+    if not name.isidentifier():
+        raise UsageError(f"{where}: NAME must be a Python identifier (it names a variable)")
+    if name == DB_VARIABLE:
+        reason = f"would overwrite the connection ({DB_VARIABLE})"
+    elif keyword.iskeyword(name):
+        reason = "is a Python keyword"
+    elif name in shell.user_ns_hidden or _IPYTHON_HISTORY.fullmatch(name):
+        reason = "would overwrite IPython's own variable"  # get_ipython is a builtin too
+    elif hasattr(builtins, name):
+        reason = "would shadow a Python builtin"
+    else:
+        return
+    raise UsageError(f"{where}: NAME {name!r} {reason}; choose another name")
+
+
+def _parameters(sql: str, where: str, dialect: str | None = None) -> list[str]:
+    """The ``:name`` bind parameters of the SQL, in order (see ``_prepare``)."""
+    return _prepare(sql, where, dialect)[1]
+
+
+def _prepare(sql: str, where: str, dialect: str | None = None) -> tuple[str, list[str]]:
+    """The SQL to give SQLAlchemy's ``text()``, and its ``:name`` parameters in order.
+
+    sqlglot's tokenizer for the database's ``dialect`` finds the real parameters, so a
+    ``':org'`` in a string literal, a quoted identifier or a comment is none, and
+    ``:org::text`` is the parameter ``org`` cast to text. ``text()`` itself would take any
+    ``:word`` for a parameter, so the SQL it gets has the colons outside code escaped
+    (``\\:``, which ``text()`` sends as ``:``) and a space between a parameter and a cast
+    (``:org ::text``). A ``\\:`` written in code stays SQLAlchemy's escaped colon.
+    """
+    from sqlglot import TokenType
+    from sqlglot.dialects.dialect import Dialect
+    from sqlglot.errors import TokenError
+
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except (TokenError, ValueError):  # sqlglot cannot lex it: SQLAlchemy's reading, as is
+        from sqlalchemy import text
+
+        return sql, _checked(list(text(sql).compile().params), where)
+    code: set[int] = set()  # positions of colons that are SQL operators (:, ::, :=)
+    found: dict[int, str] = {}  # position of a parameter's colon -> its name
+    for i, token in enumerate(tokens):
+        raw = sql[token.start:token.end + 1]
+        if token.token_type in (TokenType.PLACEHOLDER, TokenType.PARAMETER):
+            if raw.startswith(":") and len(raw) > 1:
+                found[token.start] = raw[1:]
+            continue
+        if "COLON" not in token.token_type.name:
+            continue
+        code.update(p for p in range(token.start, token.end + 1) if sql[p] == ":")
+        after = tokens[i + 1] if i + 1 < len(tokens) else None
+        before = sql[token.start - 1] if token.start else " "
+        if (token.token_type == TokenType.COLON and after is not None
+                and after.start == token.end + 1
+                and not (before.isalnum() or before in "_:\\")):  # not a[1:n] nor \:x
+            word = sql[after.start:after.end + 1]
+            if word[:1].isalnum() or word[:1] == "_":  # :name (or :1, refused below)
+                found[token.start] = word
+    parts: list[str] = []
+    last = 0
+    for match in re.finditer(":", sql):
+        at = match.start()
+        if at in found:
+            end = at + 1 + len(found[at])
+            if sql[end:end + 1] == ":":  # :org::text -> :org ::text
+                parts += [sql[last:end], " "]
+                last = end
+        elif at not in code:  # in a literal, a quoted identifier or a comment
+            parts += [sql[last:at], "\\"]
+            last = at
+    parts.append(sql[last:])
+    return "".join(parts), _checked(list(dict.fromkeys(found.values())), where)
+
+
+def _checked(names: list[str], where: str) -> list[str]:
+    """Parameter names, each usable as a Python variable."""
     import keyword
 
     bad = [n for n in names if keyword.iskeyword(n) or not n.isidentifier()]
