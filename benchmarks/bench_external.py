@@ -1,27 +1,33 @@
 """Issue 4 benchmark: writes committed by a client that does not use reactive_nb (plain
 psycopg, plain sqlite3, in another process) reaching ``live.df`` through PostgreSQL
-NOTIFY and the SQLite poller, next to 1-second polling; and what the capture triggers
-add to a 100,000-row bulk insert.
+NOTIFY and the SQLite poller, next to 1-second polling; what the capture triggers
+add to a 100,000-row bulk insert; and what an idle SQLite poller costs in CPU.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
 from .bench_live import (
+    CHECK,
     QUERY,
     Latency,
     Watch,
     create_ticks,
     latency_table,
+    max_id,
     measure_bare,
 )
 from .common import (
     Contender,
     CpuWatch,
+    LatencyRecorder,
+    PollingBaseline,
     Settings,
     Table,
     finish,
@@ -40,6 +46,8 @@ from .common import (
 
 BULK_ROWS = 100_000
 NAN = float("nan")
+IDLE_CPU_GOAL = 0.01
+"""An idle SQLite poller may use under 1% of one core."""
 
 _PG_WRITER = """
 import sys, time
@@ -204,6 +212,75 @@ def overhead_table(results: list[Overhead], repeat: int, cpu: CpuWatch) -> Table
     return table
 
 
+# -- idle poller CPU -----------------------------------------------------------------------
+
+
+def _thread_cpu_clock(name: str) -> int:
+    """The CPU-time clock of the running thread called ``name`` (Linux)."""
+    (thread,) = [t for t in threading.enumerate() if t.name == name]
+    assert thread.ident is not None
+    return time.pthread_getcpuclockid(thread.ident)
+
+
+def idle_poller_table(seconds: float) -> Table:
+    """CPU share of one core used by an idle SqlitePoller (20 ms) over ``seconds``, next to
+    the polling baseline (1 s) and the same check query polled every 20 ms, watched over
+    the same seconds (each thread's own CPU clock)."""
+    from sqlalchemy import create_engine
+
+    from reactive_nb.capture import sqlite as sqlite_capture
+
+    table = Table("External 3 · CPU of an idle SQLite poller (goal < 1% of one core)",
+                  ["poller", "interval", "what each poll runs", "CPU, share of one core",
+                   "goal", "result"])
+    cpu = CpuWatch().start()
+    with sqlite_file() as (url, path):
+        create_ticks(url)
+        engine = create_engine(url)
+        try:
+            sqlite_capture.install_triggers(engine, ["ticks"])
+        finally:
+            engine.dispose()
+        ours = sqlite_capture.SqlitePoller(path, lambda change: None)
+        start_after = max_id(url)
+        baselines = {interval: PollingBaseline(url, CHECK, QUERY,
+                                               LatencyRecorder(0, start_after), interval)
+                     for interval in (1.0, 0.02)}
+        ours.start()
+        try:
+            clocks: dict[str | float, int] = {
+                "ours": _thread_cpu_clock(sqlite_capture.THREAD_NAME)}
+            for interval, baseline in baselines.items():
+                baseline.start()
+                ident = baseline._thread.ident  # both baselines' threads share one name
+                assert ident is not None
+                clocks[interval] = time.pthread_getcpuclockid(ident)
+            time.sleep(1.5)  # the baselines' first poll runs the full query: not counted
+            cpu0 = {key: time.clock_gettime(clock) for key, clock in clocks.items()}
+            wall0 = time.monotonic()
+            time.sleep(seconds)  # idle on purpose: the cost of doing nothing is measured
+            share = {key: (time.clock_gettime(clock) - cpu0[key])
+                     / (time.monotonic() - wall0) for key, clock in clocks.items()}
+        finally:
+            ours.close()
+            for baseline in baselines.values():
+                baseline.close()
+    cpu.stop()
+    table.add("reactive_nb `SqlitePoller`", "20 ms", "`PRAGMA data_version`",
+              fmt_pct(share["ours"]), "< 1%", verdict(share["ours"] < IDLE_CPU_GOAL))
+    for interval in baselines:
+        label = ("polling baseline" if interval == 1.0
+                 else "polling at the poller's interval")
+        table.add(label, fmt_time(interval),
+                  f"`{CHECK}` (SQLAlchemy, a pooled connection)",
+                  fmt_pct(share[interval]), "—", "—")
+    table.note(f"Idle: triggers installed on `ticks` (10,000 rows), no writes for {seconds:g} s "
+               "after a 1.5 s warm-up. Each share is the poller thread's own CPU time "
+               "(`pthread_getcpuclockid`) over the wall time, all three watched at once.")
+    table.note(f"While watching: {cpu.describe()}.")
+    return table
+
+
 def run(settings: Settings) -> Iterator[Table]:
     writes = settings.pick(200, 40)
     spacing = 0.08
@@ -248,3 +325,5 @@ def run(settings: Settings) -> Iterator[Table]:
         overheads.extend(_sqlite_bulk(url, path, repeat))
     cpu.stop()
     yield overhead_table(overheads, repeat, cpu)
+
+    yield idle_poller_table(settings.pick(10, 3))

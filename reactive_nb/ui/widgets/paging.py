@@ -20,8 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-Cell: TypeAlias = "str | int | float | bool | None"
-"""A JSON-safe cell value as sent to the browser (None renders as a dim "null")."""
+from reactive_nb.ui.widgets.messages import Cell, Column
 
 Positions: TypeAlias = "npt.NDArray[np.intp] | slice"
 """Rows of a page as frame positions: a slice when unsorted, an array when sorted."""
@@ -45,7 +44,7 @@ WIDTH_SAMPLE = 200
 """Rows (evenly spaced, first and last included) formatted to size the columns."""
 
 
-def column_kinds(df: pd.DataFrame) -> list[dict[str, str]]:
+def column_kinds(df: pd.DataFrame) -> list[Column]:
     """Header description: the name (as text), a display kind and the widest text of
     every column.
 
@@ -57,7 +56,7 @@ def column_kinds(df: pd.DataFrame) -> list[dict[str, str]]:
     n = len(df)
     sample = np.unique(np.linspace(0, n - 1, num=min(n, WIDTH_SAMPLE)).astype(np.intp))
     rows = format_page(df, sample) if n else []
-    out: list[dict[str, str]] = []
+    out: list[Column] = []
     for j, name in enumerate(df.columns):
         dtype = df.dtypes.iloc[j]
         if pd.api.types.is_bool_dtype(dtype):

@@ -1,7 +1,9 @@
 // Live table view for reactive_nb (anywidget ESM, no build step).
 //
 // The model holds the header state and one window of rows; other rows are asked for
-// with {type: "page", start, count, seq, sort} and arrive as {type: "rows", ...}.
+// with {type: "page", start, count, seq, sort} and arrive as {type: "rows", ...}; a
+// {type: "heartbeat"} every HEARTBEAT_MS keeps the visibility report alive. Each message
+// kind is typed on the Python side in messages.py: keep the two in step.
 // Only the rows inside the scroll viewport are in the DOM; a spacer of
 // total_rows * ROW_H (scaled down past MAX_SCROLL_PX) gives the scrollbar its size.
 

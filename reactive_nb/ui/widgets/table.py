@@ -3,8 +3,10 @@
 The browser never receives a whole frame: it asks for the rows it shows (custom message
 `{"type": "page", "start", "count", "seq", "sort"}`) and gets only those back
 (`{"type": "rows", ...}`); the synced state carries the header, the status and one
-window of rows. Source changes arrive on worker threads and reach the browser through
-the shared flush thread (`flush.py`): one writer per widget, coalesced, throttled.
+window of rows. Each message kind is a TypedDict in `messages.py`; incoming ones are
+parsed into their type before they are dispatched. Source changes arrive on worker
+threads and reach the browser through the shared flush thread (`flush.py`): one writer
+per widget, coalesced, throttled.
 Browser messages may be handled on a kernel subshell thread, concurrently with a flush:
 the frame/sort cache is guarded by `_lock`, which is never held while sending.
 
@@ -24,7 +26,6 @@ import datetime as dt
 import logging
 import pathlib
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,6 +35,15 @@ import traitlets
 
 from reactive_nb.ui.widgets import paging
 from reactive_nb.ui.widgets.flush import Flusher
+from reactive_nb.ui.widgets.messages import (
+    Cell,
+    Column,
+    PageRequest,
+    PythonMessage,
+    RowsMessage,
+    RowsReply,
+    parse_browser_message,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,7 +120,7 @@ class LiveTable(anywidget.AnyWidget):
     updated_at = traitlets.Unicode(None, allow_none=True).tag(sync=True)
     runs = traitlets.Int(0).tag(sync=True)
     total_rows = traitlets.Int(0).tag(sync=True)
-    columns: traitlets.List[dict[str, str]] = traitlets.List().tag(sync=True)
+    columns: traitlets.List[Column] = traitlets.List().tag(sync=True)
     version = traitlets.Int(0).tag(sync=True)
     window = traitlets.Dict().tag(sync=True)
     page_size = traitlets.Int(50).tag(sync=True)
@@ -119,10 +129,20 @@ class LiveTable(anywidget.AnyWidget):
     sort: traitlets.List[Any] = traitlets.List().tag(sync=True)
     visible = traitlets.Bool(None, allow_none=True).tag(sync=True)
 
-    _clock = staticmethod(time.monotonic)
-
-    def __init__(self, source: TableSource, page_size: int = 50, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        source: TableSource,
+        page_size: int = 50,
+        *,
+        flusher: Flusher | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`flusher`: the one writer that pushes this table's changes (default: the
+        shared flush thread). Tests pass a `Flusher(clock=..., threaded=False)` and step
+        it; its clock is also the table's (highlight ages, visibility decay)."""
         self._source = source
+        self._flusher = _FLUSHER if flusher is None else flusher
+        self._clock = self._flusher.clock
         self._token = f"widget-{uuid.uuid4().hex}"
         # Guards the frame cache below and the visibility bookkeeping. Held for field
         # reads/writes only: never while sorting, diffing, formatting or sending.
@@ -145,10 +165,10 @@ class LiveTable(anywidget.AnyWidget):
         super().__init__(**state, **kwargs)
         self.on_msg(self._on_msg)
         self.observe(self._on_visible, names=["visible"])
-        _FLUSHER.register(self)
+        self._flusher.register(self)
         source.observe(self._on_source_change, names=list(SOURCE_TRAITS))
         if source.df is not self._frame or source.status != state["status"]:
-            _FLUSHER.request(self)  # changed while we were being built
+            self._flusher.request(self)  # changed while we were being built
 
     # ---- public -------------------------------------------------------------------
 
@@ -175,7 +195,7 @@ class LiveTable(anywidget.AnyWidget):
             return None
         return value if value is None else bool(value)
 
-    def page(self, start: int, count: int, sort: Sequence[Any] | None = None) -> dict[str, Any]:
+    def page(self, start: int, count: int, sort: Sequence[Any] | None = None) -> RowsMessage:
         """The `rows` payload for the window [start, start+count) in `sort` order
         (default: the current `sort` trait). Thread-safe; sorts at most once per
         (frame, sort); formats only the window."""
@@ -199,7 +219,7 @@ class LiveTable(anywidget.AnyWidget):
             self._closed = True
         with contextlib.suppress(ValueError, KeyError):  # never observed: failed __init__
             self._source.unobserve(self._on_source_change, names=list(SOURCE_TRAITS))
-        _FLUSHER.unregister(self)
+        self._flusher.unregister(self)
         self._report(None)
         super().close()
 
@@ -259,7 +279,7 @@ class LiveTable(anywidget.AnyWidget):
             for name, value in state.items():
                 setattr(self, name, value)
 
-    def _send_message(self, content: dict[str, Any]) -> None:
+    def _send_message(self, content: PythonMessage) -> None:
         """Send a custom message. Tests wrap this to capture replies."""
         self.send(content)
 
@@ -267,29 +287,28 @@ class LiveTable(anywidget.AnyWidget):
 
     def _on_source_change(self, _change: Any) -> None:
         # Any worker thread: only mark dirty; the flush thread does the rest.
-        _FLUSHER.request(self)
+        self._flusher.request(self)
 
     def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         # Main thread or a kernel subshell thread, possibly during a flush.
-        if not isinstance(content, dict):
+        msg = parse_browser_message(content)  # None (logged at debug): ignored
+        if msg is None:
             return
         try:
-            kind = content.get("type")
-            if kind == "page":
-                self._alive()
-                reply = self.page(
-                    int(content.get("start", 0)),
-                    int(content.get("count", self.page_size)),
-                    sort=content.get("sort"),
-                )
-                reply["seq"] = content.get("seq")
-                with self._lock:
-                    self._window_req = (reply["start"], max(1, int(content.get("count", 1))))
-                self._send_message(reply)
-            elif kind == "heartbeat" and self._alive():
+            if msg["type"] == "page":
+                self._on_page_request(msg)
+            elif msg["type"] == "heartbeat" and self._alive():
                 self._report(self.visible)
         except Exception:
             logger.exception("live table %r: browser message %r failed", self.name, content)
+
+    def _on_page_request(self, msg: PageRequest) -> None:
+        self._alive()
+        page = self.page(msg.get("start", 0), msg.get("count", self.page_size), msg.get("sort"))
+        reply: RowsReply = {**page, "seq": msg.get("seq")}
+        with self._lock:
+            self._window_req = (page["start"], max(1, msg.get("count", 1)))
+        self._send_message(reply)
 
     def _on_visible(self, change: Any) -> None:
         with self._lock:
@@ -359,11 +378,11 @@ def _rows_message(
     version: int,
     sort_key: tuple[str, bool] | None,
     start: int,
-    rows: list[list[paging.Cell]],
+    rows: list[list[Cell]],
     changed: list[int],
     age_ms: float,
     total: int,
-) -> dict[str, Any]:
+) -> RowsMessage:
     return {
         "type": "rows",
         "version": version,
