@@ -19,7 +19,9 @@ from typing import Protocol
 from .common import Settings, Table, machine_info
 
 SUITES = {"core": "bench_core", "live": "bench_live", "external": "bench_external",
-          "widget": "bench_widget"}
+          "widget": "bench_widget", "scale": "bench_scale",
+          "faults": "bench_faults",
+          "tenants": "bench_tenants"}
 
 
 class _Suite(Protocol):

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from reactive_nb.stores.bus import Bus
     from reactive_nb.stores.cache import Cache
     from reactive_nb.stores.versions import Versions
+    from reactive_nb.tenancy import Tenancy
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +58,33 @@ class ReactiveDB(SqlAccess):
     """A database whose query results stay current; see ``connect``."""
 
     def __init__(self, url_or_engine: str | Engine, /, **options: Any) -> None:
-        from sqlalchemy import Engine, create_engine
+        from sqlalchemy import Engine, create_engine, event
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.pool import SingletonThreadPool
 
         self.settings = settings = Settings.parse(options)
         self._owns_engine = not isinstance(url_or_engine, Engine)
-        self.engine: Engine = (url_or_engine if isinstance(url_or_engine, Engine)
-                               else create_engine(url_or_engine))
+        if isinstance(url_or_engine, Engine):
+            self.engine: Engine = url_or_engine
+        elif (url := make_url(url_or_engine)).get_backend_name() == "sqlite" and (
+                url.get_driver_name() == "pysqlite" and url.database in (None, "", ":memory:")):
+            # An in-memory database lives in its connection, and SQLAlchemy's default pool
+            # gives each thread its own, empty one. Every thread gets the same connection
+            # instead (a thread reuses its checkout when it nests, as before), and one
+            # thread holds it at a time: sharing a connection must not share transactions,
+            # or a thread would read another's uncommitted rows and roll them back when it
+            # returns the connection. pool_size: the pool closes the connections of threads
+            # past that number, which would close the database.
+            import sqlite3
+
+            shared = sqlite3.connect(":memory:", check_same_thread=False)
+            self.engine = create_engine(url, poolclass=SingletonThreadPool,
+                                        creator=lambda: shared, pool_size=2**30)
+            turn = threading.RLock()  # held from the outermost checkout to its check-in
+            event.listen(self.engine, "checkout", lambda *_: turn.acquire())
+            event.listen(self.engine, "checkin", lambda *_: turn.release())
+        else:
+            self.engine = create_engine(url)
         self.tenants = TenantRegistry(settings.tenants)
         self.closed = False
         self._functions: dict[str, ReactiveFunction] = {}
@@ -77,6 +99,8 @@ class ReactiveDB(SqlAccess):
         self._redis, self._owns_redis = _redis_client(settings.redis), isinstance(
             settings.redis, str)
         self.cache, self.versions, self.bus = self._stores()
+        from reactive_nb.stores.lease import shared_leases  # one run per change, all kernels
+        self.leases = shared_leases(self._redis, self.bus)
         self.health = StoreHealth(self.versions,
                                   redis_errors() if self._redis is not None else ())
         self.scheduler = Scheduler(min_interval=settings.min_interval,
@@ -96,6 +120,7 @@ class ReactiveDB(SqlAccess):
                                          self.catalog.current.canonical)
             self._capture.volatile = calls_pattern(self.catalog.facts.volatile_functions)
         self._external: Source | None = None
+        self._tenancy: Tenancy | None = None
         if settings.install:
             self.install_triggers()
         elif settings.capture == "auto":
@@ -112,6 +137,7 @@ class ReactiveDB(SqlAccess):
             return MemoryCache(max_bytes=settings.cache_bytes), MemoryVersions(), MemoryBus()
         from reactive_nb.stores.bus import RedisBus
         from reactive_nb.stores.cache import RedisCache
+        from reactive_nb.stores.health import Breaker
         from reactive_nb.stores.versions import RedisVersions
 
         prefix = settings.key_prefix
@@ -119,9 +145,12 @@ class ReactiveDB(SqlAccess):
             from reactive_nb.model.identity import database_identity
 
             prefix = f"rnb:{database_identity(self.engine)}"
-        return (RedisCache(self._redis, prefix=prefix, max_bytes=settings.cache_bytes),
-                RedisVersions(self._redis, prefix=prefix),
-                RedisBus(self._redis, prefix=prefix, on_gap=lambda t: self.recorder.gap(t)))
+        breaker = Breaker()  # both stores stop asking a hung Redis; StoreHealth probes it
+        return (RedisCache(self._redis, prefix=prefix, max_bytes=settings.cache_bytes,
+                           breaker=breaker),
+                RedisVersions(self._redis, prefix=prefix, breaker=breaker),
+                RedisBus(self._redis, prefix=prefix, on_gap=lambda t: self.recorder.gap(t),
+                         may_send=breaker.allows))
 
     def _listen(self) -> None:
         """Listen for writes made outside this process (triggers), where installed."""
@@ -257,6 +286,48 @@ class ReactiveDB(SqlAccess):
     def check_tenant(self, tenant: str) -> str:
         return self.tenants.check(tenant)
 
+    # -- tenants -----------------------------------------------------------------------------
+
+    def tenancy(self, *, database: str | None = None, url: str | None = None,
+                access: str | None = None, user: str | None = None, rls: bool = False,
+                list: str | None = None, access_ttl: float = 10.0,
+                idle_timeout: float = 300.0, pool_size: int = 2,
+                max_overflow: int = 2) -> Tenancy:
+        """Resolve tenants from this (main) database, and decide who may open them.
+
+        ``database``: a query with ``:tenant`` returning the tenant's own database name
+        (NULL: it lives on this database; no row: unknown tenant). ``url``: the template
+        of those databases' URLs (``{database}`` is replaced by that name, once checked to
+        be a plain identifier; default: this database's URL with the name changed).
+        ``access``: a query with ``:user`` and ``:tenant`` returning a row when the user
+        may open the tenant (checked on every tenant-scoped call, cached ``access_ttl``
+        seconds, re-checked when its tables change). ``user``: default
+        ``$JUPYTERHUB_USER``, then the OS user. ``rls``: every transaction run as a tenant
+        on this database first sets ``reactive_nb.tenant`` (for RLS policies). ``list``:
+        the query listing tenants (first column), derived from ``database`` by default.
+        Tenant engines hold at most ``pool_size + max_overflow`` connections each and
+        release them after ``idle_timeout`` idle seconds. Replaces an earlier tenancy.
+        """
+        from reactive_nb.tenancy import Tenancy
+
+        self._check_open()
+        self._close_tenancy()
+        self._tenancy = Tenancy(self, database=database, url=url, access=access, user=user,
+                                rls=rls, list_sql=list, access_ttl=access_ttl,
+                                idle_timeout=idle_timeout, pool_size=pool_size,
+                                max_overflow=max_overflow)
+        return self._tenancy
+
+    @property
+    def tenant_directory(self) -> Tenancy | None:
+        """The tenancy set up by ``tenancy(...)``, or None."""
+        return self._tenancy
+
+    def _close_tenancy(self) -> None:
+        tenancy, self._tenancy = self._tenancy, None
+        if tenancy is not None:
+            tenancy.close()
+
     def stats(self) -> dict[str, Any]:
         """Cache hits, misses and hit rate, overall and per function."""
         per = {name: fn.stats.as_dict() for name, fn in self.functions.items()}
@@ -268,6 +339,12 @@ class ReactiveDB(SqlAccess):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def _close_leases(self) -> None:
+        """Wake followers blocked on another process's run and stop the lease renewer;
+        call from ``close()`` before the workers are joined."""
+        if self.leases is not None:
+            self.leases.close()
+
     def _check_open(self) -> None:
         if self.closed:
             raise ClosedError("this ReactiveDB is closed")
@@ -278,11 +355,13 @@ class ReactiveDB(SqlAccess):
             return
         self.closed = True
         _open.discard(self)
+        self._close_tenancy()
         if self._external is not None:
             self._external.close()
         for live in self.scheduler.members():  # their widgets (and the flush thread) too
             live.close()
         self.scheduler.close()
+        self._close_leases()  # wakes followers waiting on another process's run
         self._workers.close()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
@@ -299,13 +378,21 @@ class ReactiveDB(SqlAccess):
 
 
 def _redis_client(redis: Any) -> Any:
+    """The client of ``redis=``: a URL gets short socket timeouts and no retries of its
+    own (the circuit breaker in ``stores.health`` handles outages); a client passed in is
+    used as it is."""
     if redis is None:
         return None
     if isinstance(redis, str):
         import redis as redis_py
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        return redis_py.Redis.from_url(redis, socket_connect_timeout=2, socket_timeout=5,
-                                       health_check_interval=30)
+        from reactive_nb.stores.health import REDIS_CONNECT_TIMEOUT, REDIS_READ_TIMEOUT
+
+        return redis_py.Redis.from_url(redis, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+                                       socket_timeout=REDIS_READ_TIMEOUT,
+                                       retry=Retry(NoBackoff(), 0), health_check_interval=30)
     return redis
 
 

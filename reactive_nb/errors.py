@@ -6,9 +6,10 @@ Every error carries one line that names the problem. The hierarchy::
     ├── InputError (ValueError)        bad inputs to a reactive function, every field listed
     ├── RelationError (ValueError)     unknown table in relations, with the closest real one
     ├── TenantNotFound (KeyError)      a tenant that is not registered
-    ├── TenantAccessDenied             a tenant this connection may not read
+    │   └── TenantDatabaseMissing      its database (from the lookup) does not exist
+    ├── TenantAccessDenied             a tenant this user may not read (user, tenant)
     ├── CaptureError                   trigger install/uninstall failed (table + DB message)
-    ├── ConfigError (ValueError)       a connect() option of the wrong shape
+    ├── ConfigError (ValueError)       a connect() or reactive() option of the wrong shape
     └── ClosedError                    the ReactiveDB or LiveQuery was closed
 """
 
@@ -54,8 +55,24 @@ class TenantNotFound(ReactiveError, KeyError):
         return str(self.args[0])
 
 
+class TenantDatabaseMissing(TenantNotFound):
+    """The main database names a database for the tenant, and that database does not
+    exist (PostgreSQL ``3D000``). Nothing is created: a read never makes a database."""
+
+    def __init__(self, tenant: str, database: str) -> None:
+        self.database = database
+        super().__init__(tenant)
+        self.args = (f"tenant {tenant!r}: its database {database!r} does not exist",)
+
+
 class TenantAccessDenied(ReactiveError, PermissionError):
-    """This connection may not read the tenant."""
+    """This user may not read the tenant (the ``access=`` query of ``db.tenancy`` found
+    no row for them)."""
+
+    def __init__(self, user: str, tenant: str) -> None:
+        self.user = user
+        self.tenant = tenant
+        super().__init__(f"user {user!r} may not access tenant {tenant!r}")
 
 
 class CaptureError(ReactiveError):
@@ -96,4 +113,5 @@ def one_line(exc: BaseException, *, typed: bool = False) -> str:
 
 
 class ConfigError(ReactiveError, ValueError):
-    """A connection option has the wrong shape (names the option and what it expects)."""
+    """An option of ``connect()`` or ``@db.reactive`` has the wrong shape (names the option
+    and what it expects)."""

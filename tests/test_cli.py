@@ -35,15 +35,17 @@ def cli(*args: str) -> list[str]:
 
 
 def test_demo_headless_prints_live_updates_caused_by_the_writer(tmp_path: Path) -> None:
-    done = subprocess.run(cli("demo", "--headless", "--seconds", "3"), cwd=tmp_path, env=env(),
+    done = subprocess.run(cli("demo", "--headless", "--seconds", "3",
+                                                 "--interval", "0.05"), cwd=tmp_path, env=env(),
                           capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert (tmp_path / "demo.db").is_file()
     first = re.findall(r"^\[\d\d:\d\d:\d\d\.\d{3}\] messages\.latest\(acme\): 20 rows, \w+, "
                        r"run #1$", out, re.M)
-    later = re.findall(r"^\[[\d:.]+\] [\w.]+\([\w]*\): \d+ rows, \w+, run #([2-9]|\d\d+)$",
-                       out, re.M)
+    # Later refreshes say what changed, and how long after the commit that caused them.
+    later = re.findall(r'^\[[\d:.]+\] messages\.latest\((acme|globex)\): \+1 row "[^"]+" '
+                       r"\(\d+\.\d ms after commit\)$", out, re.M)
     assert first and later, out
     summary = re.search(r"^summary: 4 live queries, \d+ refreshes \((\d+) caused by the "
                         r"writer's (\d+) writes", out, re.M)
@@ -311,3 +313,69 @@ def test_watch_with_url_uses_the_databases_prefix(
     assert main(["watch", "--url", sqlite_url, "--redis", redis_url, "--tenant", "acme",
                  "--seconds", "0.1"]) == 0
     assert capsys.readouterr().out.startswith(f"watching acme (prefix rnb:{identity}) for 0.1 s")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import reactive_nb
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"reactive-nb {reactive_nb.__version__}"
+
+
+def test_demo_create_makes_a_database_with_triggers_and_exits(tmp_path: Path) -> None:
+    done = subprocess.run(cli("demo", "--create", "teamhub.db"), cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    path = tmp_path / "teamhub.db"
+    assert f"demo database: {path} (created" in done.stdout
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert set(demo.TABLES) <= names
+    assert "_reactive_nb_message_insert" in names, names  # triggers: other processes are heard
+
+
+def test_demo_folder_copies_the_notebooks_once(tmp_path: Path) -> None:
+    from reactive_nb.ui.cli import demo_folder
+
+    found = demo_folder(tmp_path / "work")
+    assert sorted(found) == ["quickstart.ipynb", "tenant_dashboard.ipynb"]
+    for name, path in found.items():
+        assert path.is_absolute() and path.read_text() == (ROOT / "notebooks" / name).read_text()
+    found["quickstart.ipynb"].write_text("my edits")  # a user's edits are kept
+    demo_folder(tmp_path / "work")
+    assert found["quickstart.ipynb"].read_text() == "my edits"
+
+
+def test_demo_voila_serves_the_tenant_dashboard_from_the_working_folder(tmp_path: Path) -> None:
+    """``reactive-nb demo --voila`` copies the notebooks, starts the writer and serves the
+    tenant dashboard (the page itself is tested in tests/browser)."""
+    import importlib.util
+    import urllib.request
+
+    if importlib.util.find_spec("voila") is None:
+        if os.environ.get("REACTIVE_NB_REQUIRE_SERVICES") == "1":
+            pytest.fail("voila is not installed: pip install -e '.[dashboard]'")
+        pytest.skip("voila is not installed")
+    port = free_port()
+    home = dict(env(), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+                JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen(cli("demo", "--voila", "--no-browser", "--port", str(port)),
+                            cwd=tmp_path, env=home, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = _lines(proc.stdout)
+        _expect(lines, r"^notebooks: " + re.escape(str(tmp_path / "reactive-nb-demo")))
+        _expect(lines, r"serving tenant_dashboard\.ipynb with Voila "
+                       r"\(REACTIVE_NB_URL=sqlite:////")
+        assert (tmp_path / "reactive-nb-demo" / "tenant_dashboard.ipynb").is_file()
+        _expect(lines, r"Voil[aà] is running at|http://localhost:" + str(port), timeout=60)
+        url = f"http://localhost:{port}/voila/static/voila.js"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)  # stops Voila and the writer
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()

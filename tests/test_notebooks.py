@@ -91,3 +91,28 @@ def test_quickstart_kernel_follows_the_demo_writer(
         writer.close()
         db.close()
     assert "refreshed by another process" in nb.cells[-1].outputs[0]["text"]
+
+
+def test_tenant_dashboard_file_is_clean_and_generated() -> None:
+    nb = nbformat.read(ROOT / "notebooks" / "tenant_dashboard.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in nb.cells] == demo.TENANT_DASHBOARD_CELLS, (
+        "notebooks/tenant_dashboard.ipynb is out of date: "
+        "run python notebooks/make_tenant_dashboard.py")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+            assert "sleep" not in cell.source  # no cell may block the dashboard
+
+
+def test_tenant_dashboard_runs_headless(kernel_env: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell runs; the last shows the dashboard layout (a widget) with no error."""
+    url = f"sqlite:///{kernel_env / 'demo.db'}"
+    demo.create_demo(url)
+    monkeypatch.setenv("REACTIVE_NB_URL", url)
+    nb = nbformat.read(ROOT / "notebooks" / "tenant_dashboard.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(kernel_env)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"], outputs
+    assert WIDGET in nb.cells[-1].outputs[-1]["data"]

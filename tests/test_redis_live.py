@@ -19,6 +19,7 @@ import pytest
 import reactive_nb as rnb
 from tests.teamhub import create, wait_for
 from tests.teamhub import define_agents as define
+from tests.test_epoch import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -227,6 +228,7 @@ def test_write_during_an_outage_is_never_served_stale_after_it(
                            "VALUES (16, 'acme', 'during')")  # the version bump fails
                 assert len(agents(organization_id="acme")) == 3  # uncached meanwhile
                 server.start()  # the old entry and the old versions are back
+                eventually(lambda: not db.health.down, what="the breaker closing")
                 hits = agents.stats.hits
                 for _ in range(3):
                     assert len(agents(organization_id="acme")) == 3  # never the stale 2

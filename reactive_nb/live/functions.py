@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from reactive_nb.live.query import LiveQuery
     from reactive_nb.stores.cache import Cache
     from reactive_nb.stores.health import StoreHealth
+    from reactive_nb.stores.lease import Claim, RedisLeases
     from reactive_nb.stores.versions import Versions
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class Owner(Protocol):
     cache: Cache
     versions: Versions
     health: StoreHealth
+    #: Elects one runner per result across processes when the cache is shared (Redis);
+    #: None: every process runs its own misses (``db.leases = None`` turns sharing off).
+    leases: RedisLeases | None
 
     def recording(self) -> AbstractContextManager[set[str]]: ...
     def resolve_tables(self, names: Iterable[str], where: str) -> frozenset[str]: ...
@@ -73,6 +77,12 @@ class FunctionStats:
     misses: int = 0
     runs: int = 0
     errors: int = 0
+    #: Runs made holding the lease, for every process sharing the cache (Redis).
+    led: int = 0
+    #: Misses served by another process's run, after waiting for it.
+    followed: int = 0
+    #: Runs made without the lease after following gave up (see ``ReactiveFunction._shared``).
+    ran_anyway: int = 0
     last_ms: float | None = None
     total_ms: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -83,6 +93,7 @@ class FunctionStats:
             return {
                 "hits": self.hits, "misses": self.misses, "runs": self.runs,
                 "errors": self.errors, "hit_rate": self.hits / looked if looked else 0.0,
+                "led": self.led, "followed": self.followed, "ran_anyway": self.ran_anyway,
                 "last_ms": self.last_ms,
                 "mean_ms": self.total_ms / self.runs if self.runs else None,
             }
@@ -233,26 +244,155 @@ class ReactiveFunction:
 
     def fetch(self, tenant: str, inputs: Mapping[str, Any], *, key: str | None = None,
               force: bool = False) -> Fetched:
-        """Serve from the cache when fresh, else run the handler and cache its result."""
+        """Serve from the cache when fresh, else run the handler and cache its result.
+
+        The tenant is checked first, also on the workers (a cache hit is data too): a
+        tenant whose access was revoked, or whose row is gone, gets no frame. With a shared
+        cache a miss is run by one process only; the others wait for its entry (see
+        ``_shared``). ``force`` runs at once, without waiting for anyone."""
         key = key or self.key_for(inputs)
         owner = self._owner
+        owner.check_tenant(tenant)
         usable = owner.health.ready()
         if usable and self.cache_enabled and not force:
             hit = self._cached(tenant, key)
             if hit is not None:
                 return hit
-        before: dict[str, int] | None = None
-        plan = counters_read(tenant, self.watched)
-        if usable:
+            leases = owner.leases
+            if leases is not None and not leases.closed:
+                shared = self._shared(leases, tenant, inputs, key)
+                if shared is not None:
+                    return shared
+        return self._run_and_store(tenant, inputs, key,
+                                   self._versions_now(tenant) if usable else None)
+
+    # -- one run across processes ----------------------------------------------------------
+
+    def _shared(self, leases: RedisLeases, tenant: str, inputs: Mapping[str, Any],
+                key: str) -> Fetched | None:
+        """A miss with a shared cache: lead the run of these versions, or follow its leader.
+
+        The first process to claim the lease of (tenant, key, definition, versions) runs
+        the handler; the others block until it announces its outcome, then serve its entry
+        under the usual freshness rule (recorded versions equal the current counters), so a
+        follower never serves an entry older than the change that woke it. A follower waits
+        for one leader at most its lease time plus one run (the leader's expected time), and
+        follows at most ``FOLLOW_ROUNDS`` leaders (a dead leader's lease lapses and another
+        process takes over; a failed run deletes its lease and wakes the followers at once);
+        then it runs the handler itself. A leader runs exactly this result (the versions are
+        part of the lease), so a visible live query never waits behind other work: at most
+        one run. None: Redis failed meanwhile, the caller runs unshared.
+        """
+        from reactive_nb.stores.lease import FOLLOW_ROUNDS, MARGIN_MS
+
+        owner = self._owner
+        rounds, seen, round_end, done_before = 0, b"", 0.0, ""
+        while True:
+            before = self._versions_now(tenant)
+            if before is None:
+                return None
             try:
-                before = {}
-                for scope, counters in plan.items():  # read BEFORE the handler runs
-                    snapshot = owner.versions.snapshot(scope)
-                    before.update({name: snapshot.get(counter, 0)
-                                   for name, counter in counters.items()})
+                claim = leases.claim(tenant, key, self.fingerprint, before, self._expected_ms())
             except owner.health.errors as exc:
-                before = None
                 owner.health.failed(exc)
+                return None
+            if claim.ours:
+                return self._lead(leases, claim, tenant, inputs, key, before)
+            if claim.done:  # the run of these very versions finished: serve its entry
+                found = self._lookup(tenant, key)
+                if found is not None:
+                    return self._followed(found)
+                # None fresh: a write came after our read (read the versions again), or the
+                # run left none (too large to cache, expired): then run it here.
+                rounds += 1
+                if claim.lease == done_before or rounds > FOLLOW_ROUNDS:
+                    return self._run_anyway(tenant, inputs, key, before)
+                done_before = claim.lease
+                continue
+            now = time.monotonic()
+            if claim.holder != seen:  # a new leader: a new round
+                rounds += 1
+                seen = claim.holder or b""
+                # its lease time (what is left of it, at least a full one) plus one run
+                lease_ms = max(claim.ttl_ms + MARGIN_MS, leases.lease_ms)
+                round_end = now + (lease_ms + claim.expected_ms) / 1000
+            if rounds > FOLLOW_ROUNDS or now >= round_end:
+                return self._run_anyway(tenant, inputs, key, before)
+            try:  # until it announces, or its lease may have lapsed (then claim again)
+                leases.wait(tenant, key, claim.mark,
+                            min((claim.ttl_ms + MARGIN_MS) / 1000, round_end - now))
+            except owner.health.errors as exc:
+                owner.health.failed(exc)
+                return None
+            found = self._lookup(tenant, key)
+            if found is not None:
+                return self._followed(found)
+
+    def _lead(self, leases: RedisLeases, claim: Claim, tenant: str,
+              inputs: Mapping[str, Any], key: str, before: dict[str, int]) -> Fetched:
+        """Run holding the lease, store, then release and announce (also on failure: a
+        failed run writes no entry and its followers take over at once)."""
+        with self.stats.lock:
+            self.stats.led += 1
+        try:
+            fetched = self._run_and_store(tenant, inputs, key, before)
+        except BaseException:
+            self._release(leases, claim, key, ran=False)
+            raise
+        self._release(leases, claim, key, ran=True)
+        return fetched
+
+    def _release(self, leases: RedisLeases, claim: Claim, key: str, ran: bool) -> None:
+        try:
+            leases.release(claim, key, ran)
+        except self._owner.health.errors as exc:  # the lease lapses by itself
+            self._owner.health.failed(exc)
+
+    def _run_anyway(self, tenant: str, inputs: Mapping[str, Any], key: str,
+                    before: dict[str, int]) -> Fetched:
+        with self.stats.lock:
+            self.stats.ran_anyway += 1
+        return self._run_and_store(tenant, inputs, key, before)
+
+    def _followed(self, found: Fetched) -> Fetched:
+        with self.stats.lock:
+            self.stats.followed += 1
+        return found
+
+    def _expected_ms(self) -> int:
+        """This function's mean run time here (0: never ran), announced to followers."""
+        with self.stats.lock:
+            return int(self.stats.total_ms / self.stats.runs) if self.stats.runs else 0
+
+    def _lookup(self, tenant: str, key: str) -> Fetched | None:
+        """The fresh entry, without counting a hit or a miss (the miss was counted)."""
+        owner = self._owner
+        try:
+            entry = owner.cache.get(tenant, key, lambda v: self._fresh(tenant, v))
+        except owner.health.errors as exc:
+            owner.health.failed(exc)
+            return None
+        return None if entry is None else Fetched(entry.df, True, entry.versions)
+
+    def _versions_now(self, tenant: str) -> dict[str, int] | None:
+        """The counters a result of ``tenant`` records, read BEFORE its handler runs; None
+        when the store failed (the result is then not cached)."""
+        owner = self._owner
+        try:
+            before: dict[str, int] = {}
+            for scope, counters in counters_read(tenant, self.watched).items():
+                snapshot = owner.versions.snapshot(scope)
+                before.update({name: snapshot.get(counter, 0)
+                               for name, counter in counters.items()})
+        except owner.health.errors as exc:
+            owner.health.failed(exc)
+            return None
+        return before
+
+    def _run_and_store(self, tenant: str, inputs: Mapping[str, Any], key: str,
+                       before: dict[str, int] | None) -> Fetched:
+        """Run the handler and cache its frame under ``before`` (not cached when None)."""
+        owner = self._owner
         with as_tenant(tenant):  # a worker thread runs it as the live query's tenant
             df = self.run(inputs)
         versions = dict(before or {})
@@ -346,6 +486,21 @@ class ReactiveFunction:
             self._inferred = self._inferred | frozenset(reads)
             self._owner.dependencies_changed(self)
 
+    # -- dashboards (issue 13) ---------------------------------------------------------------
+
+    def controls(self, live: LiveQuery | None = None, /, *, debounce: float = 0.3,
+                 tenant: str | None = None, **choices: Any) -> Any:
+        """ipywidgets built from this function's signature, bound to one live query whose
+        inputs follow them (``debounce`` seconds after the last change). ``choices`` gives
+        an input a list of options (a Dropdown), a ``(min, max)`` range (a slider) or a
+        fixed value; the result has ``.live`` and displays as the controls."""
+        import importlib
+
+        if controls_factory is None:
+            importlib.import_module(WIDGET_MODULE)  # registers controls_factory
+        assert controls_factory is not None, f"{WIDGET_MODULE} registers no controls"
+        return controls_factory(self, live, debounce=debounce, tenant=tenant, choices=choices)
+
 
 
 def _input_model(handler: Callable[..., Any], sig: inspect.Signature,
@@ -383,3 +538,8 @@ def _problems(exc: Any, known: list[str]) -> list[str]:
         else:
             problems.append(f"{where}: {err['msg']} (got {err['input']!r:.60})")
     return problems
+
+
+#: Builds ``fn.controls(...)``; the widget layer registers it (nothing here imports ui).
+WIDGET_MODULE = "reactive_nb.ui.widgets"
+controls_factory: Callable[..., Any] | None = None

@@ -83,6 +83,8 @@ class LiveQuery(traitlets.HasTraits):
         # The lock makes one update atomic for snapshot(); observers run after it is
         # released (hold_trait_notifications delivers on exit of the outer block).
         with self.hold_trait_notifications(), self._state_lock:
+            if update.cleared and self.df is not None:
+                self.df = None
             if update.df is not None and update.df is not self.df:
                 self.df = update.df
             if update.updated_at is not None:
@@ -158,3 +160,46 @@ class LiveQuery(traitlets.HasTraits):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget()._repr_mimebundle_(**kwargs)
+
+    # -- dashboards (issue 13): built by the widget layer, which registers the factories --
+
+    def chart(self, x: str, y: str | list[str], *, color: str | None = None,
+              kind: str = "line", **options: Any) -> Any:
+        """A chart of ``df`` (``kind``: line, bar or area) that redraws itself when the
+        frame changes; one series per ``y`` column, or per value of ``color``."""
+        _load_widgets()
+        assert chart_factory is not None, f"{WIDGET_MODULE} registers no chart"
+        return chart_factory(self, x=x, y=y, color=color, kind=kind, **options)
+
+    def value(self, column: str, *, label: str | None = None, format: str = "{:,}",
+              **options: Any) -> Any:
+        """A KPI widget: ``df[column]`` of the first row (or ``"count"``: the row count),
+        formatted with ``format``; it updates and flashes on change."""
+        _load_widgets()
+        assert value_factory is not None, f"{WIDGET_MODULE} registers no value widget"
+        return value_factory(self, column, label=label, format=format, **options)
+
+    def rebind(self, inputs: dict[str, Any] | None = None, *, tenant: str | None = None) -> None:
+        """Follow other inputs (validated; InputError leaves everything as it was) or
+        another tenant. ``df`` keeps the last frame until the new result arrives, so every
+        widget bound to this query swaps to the new data by itself."""
+        values = self.function.validate(**(self.inputs if inputs is None else inputs))
+        key = self.function.key_for(values)
+        who = self.tenant if tenant is None else tenant
+        if (key, who) == (self.key, self.tenant) or self.closed:
+            return
+        self._scheduler.detach(self)  # leaves the old group (scheduler keys by these fields)
+        self.inputs, self.key, self.tenant = values, key, who
+        self._scheduler.attach(self)
+
+
+#: Build a chart / a KPI value of a live query; registered by the widget layer.
+chart_factory: Callable[..., Any] | None = None
+value_factory: Callable[..., Any] | None = None
+
+
+def _load_widgets() -> None:
+    if chart_factory is None or value_factory is None:
+        import importlib
+
+        importlib.import_module(WIDGET_MODULE)  # registers the factories

@@ -64,6 +64,7 @@ class Update:
     updated_at: datetime | None = None  # None: unchanged
     ran: bool = False  # the handler ran (not a cache hit)
     attempt: bool = False  # a refresh attempt started
+    cleared: bool = False  # drop the frame (access revoked: data must not stay visible)
 
 
 class Member(Protocol):
@@ -144,6 +145,9 @@ class Scheduler:
         self._gone: collections.deque[GroupKey] = collections.deque()
         #: Set whenever reap() released something (tests wait on it).
         self.reaped = threading.Event()
+        #: (follow, unfollow) pairs told when a tenant gains its first live query / loses
+        #: its last one, besides the bus (``watch_tenants``). Replaced, never mutated.
+        self._tenant_hooks: tuple[tuple[Callable[[str], None], Callable[[str], None]], ...] = ()
 
     # -- membership ------------------------------------------------------------------------
 
@@ -163,6 +167,8 @@ class Scheduler:
             self._follow(live.tenant)
             if live.tenant != DEFAULT_TENANT:  # unscoped writes reach every tenant
                 self._follow(DEFAULT_TENANT)
+        for follow, _ in self._tenant_hooks:
+            follow(live.tenant)
         if self.on_attach is not None:
             self.on_attach()
         if not created:
@@ -199,17 +205,58 @@ class Scheduler:
         Outside the lock (it talks to Redis); a live query attached meanwhile may have
         followed just before our unfollow, so the wish is re-checked afterwards.
         """
-        if self._unfollow is None:
+        hooks = self._tenant_hooks
+        if self._unfollow is None and not hooks:
             return
         with self._lock:
             wanted = self._wants_locked(tenant)
         if wanted:
             return
-        self._unfollow(tenant)
+        if self._unfollow is not None:
+            self._unfollow(tenant)
+        for _, unfollow in hooks:
+            unfollow(tenant)
         with self._lock:
             wanted = self._wants_locked(tenant)
         if wanted and self._follow is not None:
             self._follow(tenant)
+        if wanted:
+            for follow, _ in hooks:
+                follow(tenant)
+
+    def watch_tenants(self, follow: Callable[[str], None],
+                      unfollow: Callable[[str], None]) -> Callable[[], None]:
+        """Also call ``follow(tenant)`` whenever a live query of ``tenant`` attaches and
+        ``unfollow(tenant)`` once its last one is gone (tenant databases' listeners).
+        Both run outside the lock and must be idempotent. Returns the removal."""
+        pair = (follow, unfollow)
+        with self._lock:
+            self._tenant_hooks = (*self._tenant_hooks, pair)
+
+        def remove() -> None:
+            with self._lock:
+                self._tenant_hooks = tuple(h for h in self._tenant_hooks if h is not pair)
+
+        return remove
+
+    def revoke(self, tenant: str, error: str) -> int:
+        """Stop every live query of ``tenant`` and clear its frame: the user lost access
+        (or the tenant is gone), so the data must not stay on screen. Each one gets status
+        ``error`` with ``error``, ``df`` None, and is refreshed no more (a new live query
+        is needed once access is back). A run in flight delivers to nobody. Returns how
+        many live queries were stopped."""
+        stopped: list[Member] = []
+        with self._lock:
+            for group in [g for g in self._groups.values() if g.tenant == tenant]:
+                stopped.extend(group.members)
+                group.members = weakref.WeakSet()
+                group.df, group.error = None, error
+                self._drop_locked(group)
+            self.wake.notify_all()  # wait_fresh() of these returns (False) at once
+        self._push(stopped, Update(None, "error", error, cleared=True))
+        if stopped:
+            self._stop_following(tenant)
+        return len(stopped)
 
     def _wants_locked(self, tenant: str) -> bool:
         """Whether some live query needs the tenant's changes (unscoped ones: any)."""

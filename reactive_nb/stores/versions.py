@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import redis
 
+    from reactive_nb.stores.health import Breaker
+
 __all__ = ["EPOCH", "ONCE_TTL", "MemoryVersions", "RedisVersions", "Versions"]
 
 logger = logging.getLogger("reactive_nb")
@@ -194,12 +196,17 @@ class RedisVersions:
     :data:`EPOCH` is the server's ``run_id`` (60 bits of it, as an int): it changes when
     Redis restarts, is restored from a snapshot or fails over to a replica, which are the
     ways counters can go backwards.
+
+    With a ``breaker`` (see :mod:`reactive_nb.stores.health`), every call first asks it and
+    raises ``StoreUnavailable`` at once while it is open, instead of waiting on Redis.
     """
 
     def __init__(
-        self, client: redis.Redis, prefix: str = "rnb", once_ttl: int = ONCE_TTL
+        self, client: redis.Redis, prefix: str = "rnb", once_ttl: int = ONCE_TTL,
+        breaker: Breaker | None = None,
     ) -> None:
         self._client = client
+        self.breaker = breaker
         self._prefix = prefix
         self._once_ttl = int(once_ttl)
         self._bump_script = client.register_script(_BUMP_LUA)
@@ -223,7 +230,12 @@ class RedisVersions:
                            "told stale after it restarts from older data")
         return 0
 
+    def _guard(self) -> None:
+        if self.breaker is not None:
+            self.breaker.check()
+
     def snapshot(self, tenant: str) -> dict[str, int]:
+        self._guard()
         result: Any = self._snapshot_script(keys=[self._key(tenant)])
         run_id, flat = result
         counters = {_text(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
@@ -231,6 +243,7 @@ class RedisVersions:
         return counters
 
     def get(self, tenant: str, tables: Iterable[str]) -> dict[str, int]:
+        self._guard()
         names = _unique(tables)
         counted = [t for t in names if t != EPOCH]
         found: dict[str, int] = {}
@@ -250,6 +263,7 @@ class RedisVersions:
     def bump(
         self, tenant: str, tables: Iterable[str], once_id: str | None = None
     ) -> dict[str, int] | None:
+        self._guard()
         names = _counted(tables)
         keys = [self._key(tenant)]
         if once_id is not None:

@@ -98,6 +98,10 @@ def _demo(args: argparse.Namespace) -> int:
         raise CliError("--seconds must be positive")
     if args.url and args.db:
         raise CliError("give --db PATH or --url DBURL, not both")
+    if args.create:
+        return _demo_create(args.create)
+    if args.headless and args.voila:
+        raise CliError("give --headless or --voila, not both")
     url = args.url or f"sqlite:///{Path(args.db or 'demo.db').resolve()}"
     try:
         created = demo.ensure_demo(url)
@@ -120,10 +124,26 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         if args.headless:
             return _demo_headless(db, writer, args.seconds)
-        return _demo_lab(url, args.redis, writer)
+        return _demo_serve(url, args, writer)
     finally:
         writer.close()
         db.close()
+
+
+def _demo_create(path: str) -> int:
+    """``demo --create PATH``: the demo database at PATH (with triggers), then exit."""
+    from reactive_nb.ui import demo
+
+    target = Path(path).resolve()
+    url = f"sqlite:///{target}"
+    try:
+        created = demo.ensure_demo(url)
+        _install_demo_triggers(url)
+    except Exception as exc:
+        raise CliError(f"cannot create the demo database: {one_line(exc)}") from None
+    _say(f"demo database: {target} ({'created' if created else 'existing'}, "
+         f"{len(demo.ORGANIZATIONS)} organizations, {demo.count(url):,} messages)")
+    return 0
 
 
 def _shown(url: str) -> str:
@@ -148,33 +168,49 @@ def _install_demo_triggers(url: str) -> None:
 
 
 def _demo_headless(db: ReactiveDB, writer: Any, seconds: float) -> int:
-    """Print one line per refresh of a few live queries while the writer writes."""
+    """Print what each refresh of a few per-tenant live queries changed while the writer
+    writes as several tenants: a write as one tenant refreshes only that tenant's results
+    (and the unscoped ones)."""
     queries = _demo_queries(db)
     lock = threading.Lock()
     updates = {"all": 0, "caused": 0}
     lives: list[LiveQuery] = []
 
     def printer(label: str) -> Any:
-        def on_runs(change: Any) -> None:
+        previous: dict[str, Any] = {"df": None}
+
+        def on_df(change: Any) -> None:
             live = change["owner"]
-            rows = 0 if live.df is None else len(live.df)
+            df, old = change["new"], previous["df"]
+            previous["df"] = df
+            if df is None:
+                return
+            now = time.perf_counter()
             with lock:
                 updates["all"] += 1
-                if change["new"] > 1:
-                    updates["caused"] += 1
-                _say(f"[{_clock()}] {label}: {rows} rows, {live.status}, run #{change['new']}")
-        return on_runs
+                if old is None:
+                    _say(f"[{_clock()}] {label}: {len(df)} rows, {live.status}, run #1")
+                    return
+                updates["caused"] += 1
+                what = _difference(old, df)
+                committed = writer.last_commit.get(live.tenant)
+                if committed is None and writer.last_commit:  # unscoped: the latest write
+                    committed = max(writer.last_commit.values())
+                after = f" ({(now - committed[0]) * 1000:.1f} ms after commit)" if committed else ""
+                _say(f"[{_clock()}] {label}: {what}{after}")
+        return on_df
 
     try:
-        for label, fn, inputs in queries:
-            live = fn.live(**inputs)
-            live.observe(printer(label), names=["runs"])
+        for label, fn, inputs, tenant in queries:
+            live = fn.live(**inputs, tenant=tenant)
+            live.observe(printer(label), names=["df"])
             lives.append(live)
         for live in lives:
             live.wait(timeout=30)
         writer.start()
-        _say(f"[{_clock()}] writer started ({1 / writer.interval:.0f} writes/s); watching "
-             f"{len(lives)} live queries for {seconds:g} s (Ctrl-C to stop)")
+        _say(f"[{_clock()}] writer started ({1 / writer.interval:.0f} writes/s, as "
+             f"{len(writer._orgs)} tenants); watching {len(lives)} live queries for "
+             f"{seconds:g} s (--seconds N; Ctrl-C to stop)")
         started = time.monotonic()
         try:
             threading.Event().wait(seconds)
@@ -196,7 +232,29 @@ def _demo_headless(db: ReactiveDB, writer: Any, seconds: float) -> int:
     return 0
 
 
-def _demo_queries(db: ReactiveDB) -> list[tuple[str, Any, dict[str, Any]]]:
+def _difference(old: Any, new: Any) -> str:
+    """What changed between two frames, in a few words: new rows by id (with their body),
+    else the changed cells of a small frame."""
+    if "id" in new.columns and "id" in old.columns:
+        added = new[~new["id"].isin(set(old["id"]))]
+        if len(added):
+            first = str(added["body"].iloc[0]) if "body" in added.columns else ""
+            shown = f' "{first}"' if first else ""
+            return f"+{len(added)} row{'s' if len(added) > 1 else ''}{shown}"
+    if len(old.columns) == 2 and len(new.columns) == 2 and list(old.columns) == list(new.columns):
+        before = dict(zip(old.iloc[:, 0], old.iloc[:, 1], strict=True))
+        after = dict(zip(new.iloc[:, 0], new.iloc[:, 1], strict=True))
+        moved = [f"{k} {before.get(k, 0)}->{after.get(k, 0)}"
+                 for k in sorted({*before, *after}, key=str)
+                 if before.get(k, 0) != after.get(k, 0)]
+        if moved:
+            return ", ".join(moved)
+    if old.equals(new):
+        return "re-ran, same rows"
+    return f"{len(new)} rows, changed"
+
+
+def _demo_queries(db: ReactiveDB) -> list[tuple[str, Any, dict[str, Any], str | None]]:
     @db.reactive(name="messages.latest")
     def latest(org: str) -> Any:
         return db.read_sql(LATEST_SQL, org=org)
@@ -209,34 +267,63 @@ def _demo_queries(db: ReactiveDB) -> list[tuple[str, Any, dict[str, Any]]]:
     def per_org() -> Any:
         return db.read_sql(PER_ORG_SQL)
 
-    return [
-        ("messages.latest(acme)", latest, {"org": "acme"}),
-        ("messages.latest(globex)", latest, {"org": "globex"}),
-        ("agents.by_status(acme)", by_status, {"org": "acme"}),
-        ("messages.per_org()", per_org, {}),
+    return [  # (label, function, inputs, tenant): the tenant is the organization
+        ("messages.latest(acme)", latest, {"org": "acme"}, "acme"),
+        ("messages.latest(globex)", latest, {"org": "globex"}, "globex"),
+        ("agents.by_status(acme)", by_status, {"org": "acme"}, "acme"),
+        ("messages.per_org()", per_org, {}, None),
     ]
 
 
-def _demo_lab(url: str, redis: str | None, writer: Any) -> int:
-    """Open the quickstart notebook in JupyterLab while the writer writes."""
+def demo_folder(folder: str | Path) -> dict[str, Path]:
+    """The demo notebooks in ``folder`` (created): each written unless already there, so a
+    user's edits stay theirs and tracked files are never touched. Returns name -> path."""
+    from reactive_nb.ui import demo
+
+    target = Path(folder).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for name, write in demo.DEMO_NOTEBOOKS.items():
+        path = target / name
+        if not path.exists():
+            write(path)
+        found[name] = path
+    return found
+
+
+def _demo_serve(url: str, args: argparse.Namespace, writer: Any) -> int:
+    """Serve the demo notebooks (JupyterLab, or the tenant dashboard with Voila) from the
+    working folder while the writer writes."""
     import importlib.util
 
-    if importlib.util.find_spec("jupyterlab") is None:
-        raise CliError("JupyterLab is not installed: pip install 'reactive_nb[notebook]', "
+    app = "voila" if args.voila else "jupyterlab"
+    if importlib.util.find_spec(app) is None:
+        extra = "dashboard" if args.voila else "notebook"
+        raise CliError(f"{app} is not installed: pip install 'reactive_nb[{extra}]', "
                        "or run reactive-nb demo --headless")
-    notebook = _quickstart(url)
+    notebooks = demo_folder(args.folder)
+    notebook = notebooks["tenant_dashboard.ipynb" if args.voila else "quickstart.ipynb"]
+    _say(f"notebooks: {notebook.parent} (your copies: edit freely)")
     env = dict(os.environ, REACTIVE_NB_URL=url)
-    if redis:
-        env["REACTIVE_NB_REDIS"] = redis
+    if args.redis:
+        env["REACTIVE_NB_REDIS"] = args.redis
     writer.start()
-    _say(f"writer started ({1 / writer.interval:.0f} writes/s); opening {notebook} in "
-         "JupyterLab (Ctrl-C to stop)")
-    command = [sys.executable, "-m", "jupyterlab", str(notebook)]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # containers often run as root; JupyterLab refuses
-    process = subprocess.Popen(command, env=env)
+    command = [sys.executable, "-m", app, str(notebook)]
+    if args.port:
+        command.append(f"--port={args.port}")
+    if args.no_browser:
+        command.append("--no-browser")
+    if args.voila:
+        _say(f"writer started ({1 / writer.interval:.0f} writes/s); serving {notebook.name} "
+             f"with Voila (REACTIVE_NB_URL={_shown(url)}; Ctrl-C to stop)")
+    else:
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-root")  # containers often run as root; JupyterLab refuses
+        _say(f"writer started ({1 / writer.interval:.0f} writes/s); opening {notebook} in "
+             "JupyterLab (Ctrl-C to stop)")
+    process = subprocess.Popen(command, env=env, cwd=notebook.parent)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops JupyterLab and the writer too
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server and the writer too
     try:
         process.wait()
     except KeyboardInterrupt:
@@ -249,27 +336,12 @@ def _demo_lab(url: str, redis: str | None, writer: Any) -> int:
             process.wait()
     _say(f"writer stopped after {writer.writes} writes")
     if process.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
-        raise CliError(f"JupyterLab exited with status {process.returncode}")
+        raise CliError(f"{app} exited with status {process.returncode}")
     return 0
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _quickstart(url: str) -> Path:
-    """The quickstart notebook of this checkout, else a copy written next to the database."""
-    from reactive_nb.ui import demo
-
-    for candidate in (Path.cwd() / "notebooks" / "quickstart.ipynb",
-                      Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"):
-        if candidate.is_file():
-            return candidate
-    from sqlalchemy.engine import make_url
-
-    database = make_url(url).database
-    folder = Path(database).parent if database and url.startswith("sqlite") else Path.cwd()
-    return demo.write_quickstart(folder / "quickstart.ipynb")
 
 
 # -- the change feed -----------------------------------------------------------------------
@@ -459,14 +531,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="reactive_nb: tables that keep themselves current")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="demo database + writer; JupyterLab or --headless")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    demo = sub.add_parser("demo", help="demo database + writer; JupyterLab, Voila or "
+                          "--headless")
     demo.add_argument("--headless", action="store_true",
-                      help="print live updates in the terminal instead of opening JupyterLab")
+                      help="print what each live update changed in the terminal instead of "
+                      "opening JupyterLab")
+    demo.add_argument("--voila", action="store_true",
+                      help="serve the tenant dashboard with Voila instead of JupyterLab")
     demo.add_argument("--seconds", type=float, default=10.0,
-                      help="how long --headless runs (default 10)")
+                      help="how long --headless runs, in seconds (default 10)")
     demo.add_argument("--db", help="SQLite file of the demo (default ./demo.db)")
     demo.add_argument("--url", help="use this database URL instead of a SQLite file")
     demo.add_argument("--redis", help="Redis URL: shared cache, versions and change bus")
+    demo.add_argument("--create", metavar="PATH",
+                      help="only create the demo SQLite database at PATH (with triggers), "
+                      "then exit")
+    demo.add_argument("--folder", default="reactive-nb-demo",
+                      help="working folder the demo notebooks are copied to "
+                      "(default ./reactive-nb-demo)")
+    demo.add_argument("--port", type=int, help="port of JupyterLab or Voila")
+    demo.add_argument("--no-browser", action="store_true",
+                      help="do not open a browser (JupyterLab, Voila)")
     demo.add_argument("--interval", type=float, default=0.25, help=argparse.SUPPRESS)
 
     url_help = ("the database: check and name tables as the library does, and use its "
@@ -499,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="benchmarks")
     return parser
+
+
+def _version() -> str:
+    from reactive_nb import __version__
+
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,6 +237,8 @@ class DemoWriter:
         self.messages = 0
         self.status_changes = 0
         self.first_write = threading.Event()
+        #: organization -> (time.perf_counter() just after its last commit, what it wrote)
+        self.last_commit: dict[str, tuple[float, str]] = {}
         self._rng = random.Random(seed)
         self._organizations = organizations
         self._agents: dict[str, list[int]] = {}
@@ -260,21 +263,27 @@ class DemoWriter:
         return self
 
     def step(self) -> None:
-        """One write, in the calling thread."""
+        """One write as the tenant of a random organization, in the calling thread."""
         rng = self._rng
         org = rng.choice(self._orgs)
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         if rng.random() < 0.25:
+            status = rng.choice(STATUSES)
             statement: Any = (agent.update()
                               .where(agent.c.id == rng.choice(self._agents[org]))
-                              .values(status=rng.choice(STATUSES), updated_at=now))
-            self.db.execute(statement)
+                              .values(status=status, updated_at=now))
+            with self.db.tenant(org):  # a write as this tenant refreshes only its results
+                self.db.execute(statement)
+            self.last_commit[org] = (time.perf_counter(), f"an agent is now {status}")
             self.status_changes += 1
         else:
-            self.db.execute(message.insert().values(
-                organization_id=org, from_agent_id=rng.choice(self._agents[org]),
-                user_id=rng.choice(self._users[org]), channel=rng.choice(CHANNELS),
-                body=_body(rng), created_at=now))
+            body = _body(rng)
+            with self.db.tenant(org):
+                self.db.execute(message.insert().values(
+                    organization_id=org, from_agent_id=rng.choice(self._agents[org]),
+                    user_id=rng.choice(self._users[org]), channel=rng.choice(CHANNELS),
+                    body=body, created_at=now))
+            self.last_commit[org] = (time.perf_counter(), body)
             self.messages += 1
         self.writes += 1
         self.first_write.set()
@@ -374,9 +383,147 @@ latest_messages.df.head(3)"""),
 ]
 
 
+# -- the tenant dashboard (notebooks/make_tenant_dashboard.py writes it) ----------------------
+
+TENANT_DASHBOARD_CELLS: list[tuple[str, str]] = [
+    ("markdown", """\
+# Tenant dashboard, live
+
+Pick a tenant: every number, chart and table below follows it, and refreshes by itself
+whenever the database is written -- by `reactive-nb demo`'s writer, another kernel, a web
+app or `psql` -- with no cell to run and no page reload.
+
+The database comes from `REACTIVE_NB_URL` (default `sqlite:///demo.db`); `reactive-nb demo
+--voila` sets it and serves this notebook with Voila."""),
+    ("code", """\
+import os
+
+import ipywidgets as widgets
+
+import reactive_nb as rnb
+from reactive_nb.ui import demo
+
+URL = os.environ.get("REACTIVE_NB_URL", "sqlite:///demo.db")
+demo.ensure_demo(URL)  # an empty database gets the demo data
+db = rnb.connect(URL)
+# Messages per day: SQLite stores timestamps as text, PostgreSQL as timestamps.
+DAY = ("substr(created_at, 1, 10)" if db.engine.dialect.name == "sqlite"
+       else "to_char(created_at, 'YYYY-MM-DD')")"""),
+    ("code", """\
+@db.reactive(dependencies=["message"], priority="high")
+def totals(organization_id: str):
+    \"\"\"Messages and the customers who wrote them.\"\"\"
+    return db.read_sql(
+        "SELECT COUNT(*) AS messages, COUNT(DISTINCT user_id) AS customers "
+        "FROM message WHERE organization_id = :org", org=organization_id)
+
+
+@db.reactive(dependencies=["agent"])
+def agents(organization_id: str):
+    \"\"\"The organization's agents, most recently changed first.\"\"\"
+    return db.read_sql(
+        "SELECT id, name, role, status, model, updated_at FROM agent "
+        "WHERE organization_id = :org ORDER BY updated_at DESC, id", org=organization_id)
+
+
+@db.reactive(dependencies=["agent"])
+def busy_agents(organization_id: str):
+    return db.read_sql(
+        "SELECT COUNT(*) AS busy FROM agent WHERE organization_id = :org AND status = 'busy'",
+        org=organization_id)
+
+
+@db.reactive(dependencies=["message"], priority="low")
+def per_channel(organization_id: str):
+    \"\"\"Message volume per channel, busiest first.\"\"\"
+    return db.read_sql(
+        "SELECT channel, COUNT(*) AS messages, MAX(created_at) AS latest FROM message "
+        "WHERE organization_id = :org GROUP BY channel ORDER BY messages DESC, channel",
+        org=organization_id)
+
+
+@db.reactive(dependencies=["message"], priority="low")
+def activity(organization_id: str, days: int = 10):
+    \"\"\"Messages per day and channel over the organization's last active days.\"\"\"
+    return db.read_sql(
+        f"SELECT {DAY} AS day, channel, COUNT(*) AS messages FROM message "
+        f"WHERE organization_id = :org AND {DAY} IN (SELECT DISTINCT {DAY} FROM message "
+        f"WHERE organization_id = :org ORDER BY 1 DESC LIMIT :days) "
+        "GROUP BY 1, 2 ORDER BY 1, 2", org=organization_id, days=days)
+
+
+@db.reactive(dependencies=["message", "agent", "users"], priority="high")
+def feed(organization_id: str, limit: int = 12):
+    \"\"\"The newest messages, with agent and customer names.\"\"\"
+    return db.read_sql(
+        "SELECT m.id, m.created_at, a.name AS agent, u.name AS customer, m.channel, m.body "
+        "FROM message m JOIN agent a ON a.id = m.from_agent_id "
+        "JOIN users u ON u.id = m.user_id "
+        "WHERE m.organization_id = :org ORDER BY m.id DESC LIMIT :limit",
+        org=organization_id, limit=limit)"""),
+    ("code", """\
+tenants = db.read_sql("SELECT id FROM organization ORDER BY id")["id"].tolist()
+TENANT = "acme" if "acme" in tenants else tenants[0]
+
+# One live query per panel, each bound to the tenant: a write as another tenant
+# never re-runs them. The feed first after a write, the aggregates after it.
+db.priorities(["feed", "totals", "busy_agents", "agents", "per_channel", "activity"])
+lives = {fn.name: fn.live(organization_id=TENANT, tenant=TENANT)
+         for fn in (totals, busy_agents, agents, per_channel, activity, feed)}
+lives["feed"].primary_key = ("id",)  # new messages are highlighted as they arrive
+lives["agents"].primary_key = ("id",)"""),
+    ("code", """\
+picker = widgets.Dropdown(options=tenants, value=TENANT, description="Tenant")
+title = widgets.HTML(f"<h2>Organization: {TENANT}</h2>")
+
+
+def switch(change):
+    \"\"\"Every panel follows the picked tenant (its last frame stays until the new one).\"\"\"
+    org = change["new"]
+    title.value = f"<h2>Organization: {org}</h2>"
+    for live in lives.values():
+        live.rebind({**live.inputs, "organization_id": org}, tenant=org)
+
+
+picker.observe(switch, names="value")
+
+
+def panel(heading, widget, side_by_side=False):
+    layout = widgets.Layout(flex="1 1 0", min_width="0") if side_by_side else None
+    return widgets.VBox([widgets.HTML(f"<h3>{heading}</h3>"), widget],
+                        **({"layout": layout} if layout else {}))
+
+
+widgets.VBox([
+    widgets.HBox([title, picker], layout=widgets.Layout(justify_content="space-between")),
+    widgets.HBox([
+        lives["totals"].value("messages", label="Messages"),
+        lives["totals"].value("customers", label="Customers who wrote"),
+        lives["busy_agents"].value("busy", label="Agents busy"),
+    ], layout=widgets.Layout(gap="12px")),
+    panel("Activity per day", lives["activity"].chart(
+        x="day", y="messages", color="channel", kind="bar", title="Messages per day")),
+    widgets.HBox([panel("Agents", lives["agents"].widget(), side_by_side=True),
+                  panel("Messages per channel", lives["per_channel"].widget(),
+                        side_by_side=True)]),
+    panel("Activity feed", lives["feed"].widget()),
+])"""),
+]
+
+
 def write_quickstart(path: str | Path) -> Path:
     """Write the quickstart notebook (outputs empty) to ``path``."""
     return write_notebook(QUICKSTART_CELLS, path, "quickstart")
+
+
+def write_tenant_dashboard(path: str | Path) -> Path:
+    """Write the tenant dashboard notebook (outputs empty) to ``path``."""
+    return write_notebook(TENANT_DASHBOARD_CELLS, path, "tenant-dashboard")
+
+
+#: The notebooks ``reactive-nb demo`` puts in its working folder, and their writers.
+DEMO_NOTEBOOKS = {"quickstart.ipynb": write_quickstart,
+                  "tenant_dashboard.ipynb": write_tenant_dashboard}
 
 
 def write_notebook(cells: list[tuple[str, str]], path: str | Path, prefix: str) -> Path:

@@ -67,9 +67,15 @@ class RedisBus:
         maxlen: int = 10_000,
         on_gap: Callable[[str], None] | None = None,
         block_ms: int = 500,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         import redis as redis_module
 
+        #: Asked before a publisher's thread talks to Redis (the stores' circuit breaker):
+        #: while it says no, changes are held for the reader thread to send, so a hung
+        #: Redis never delays a write. Given by a ReactiveDB, whose StoreHealth also owns
+        #: the outage warning: the bus then reports outages at INFO only.
+        self._may_send = may_send
         if maxlen < 1 or block_ms < 1:
             raise ValueError(f"maxlen and block_ms must be positive, not {maxlen}, {block_ms}")
         if not hasattr(client, "connection_pool"):
@@ -115,8 +121,11 @@ class RedisBus:
             return
         with self._lock:
             self._outbox.record(change)
-            if self._outbox.backing_off():
-                self._outbox.hold(change)  # Redis was down a moment ago: do not wait on it yet
+            gated = self._may_send is not None and not self._may_send()
+            if gated or self._outbox.backing_off():
+                self._outbox.hold(change)  # Redis is (or was just) down: do not wait on it
+                if gated:
+                    self._start_thread()  # the reader sends it once Redis answers
                 return
             batch = self._outbox.take()
         batch.append(change)
@@ -174,7 +183,8 @@ class RedisBus:
             first = not self._down
             self._down = True
         if first:
-            logger.warning(
+            logger.log(
+                logging.INFO if self._may_send is not None else logging.WARNING,
                 "Redis is unreachable (%s: %s): changes reach this process only, until it is "
                 "back", where, str(exc) or type(exc).__name__)
 
