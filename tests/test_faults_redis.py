@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,30 +19,18 @@ import pytest
 
 import reactive_nb as rnb
 from reactive_nb.stores.health import Breaker
+from tests.redis_server import (
+    RedisServer,
+    eventually,
+    server_fixture,  # noqa: F401  (the `server` fixture)
+)
 from tests.teamhub import create
 from tests.teamhub import define_agents as define
-from tests.test_epoch import RedisServer, eventually, need_redis_server
 
 INSERT = "INSERT INTO agent (id, organization_id, name) VALUES ({id}, 'acme', '{name}')"
 #: Redis commands that are not the cache's or the versions' own: the test's, the bus's.
 NOT_DATA_PATH = {"info", "config", "client", "hello", "ping", "command", "select"}
 
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server (append-only, so its data survives a restart)."""
-    need_redis_server()
-    data = tmp_path / "redis"
-    data.mkdir()
-    own = RedisServer(data, appendonly=True)
-    own.start()
-    try:
-        yield own
-    finally:
-        if own.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(own.proc.pid, signal.SIGCONT)
-        own.stop()
 
 
 @contextlib.contextmanager

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 import reactive_nb as rnb
+from tests.redis_server import eventually
 from tests.teamhub import create, wait_for
 from tests.teamhub import define_agents as define
-from tests.test_epoch import eventually
 
 pytestmark = pytest.mark.redis
 

@@ -7,8 +7,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 
 import pytest
 
@@ -16,9 +15,14 @@ import reactive_nb as rnb
 from reactive_nb.stores.health import StoreHealth, redis_errors
 from reactive_nb.stores.versions import MemoryVersions
 from tests.conftest import our_threads
+from tests.redis_server import (
+    RedisServer,
+    eventually,
+    free_port,
+    server_fixture,  # noqa: F401  (the `server` fixture)
+)
 from tests.teamhub import create
 from tests.teamhub import define_agents as define
-from tests.test_epoch import RedisServer, eventually, free_port, need_redis_server
 
 REPLAY = "reactive_nb-store-replay"
 INSERT = "INSERT INTO agent (id, organization_id, name) VALUES ({id}, 'acme', '{name}')"
@@ -34,19 +38,6 @@ def store_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 # -- end to end: real Redis, two ReactiveDBs -------------------------------------------------
 
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server that keeps its data across a stop (append-only file)."""
-    need_redis_server()
-    data = tmp_path / "redis"
-    data.mkdir()
-    own = RedisServer(data, appendonly=True)
-    own.start()
-    try:
-        yield own
-    finally:
-        own.stop()
 
 
 def test_a_writer_only_outage_is_replayed_without_a_read(

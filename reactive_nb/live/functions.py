@@ -439,18 +439,14 @@ class ReactiveFunction:
         return True
 
     def _cached(self, tenant: str, key: str) -> Fetched | None:
-        owner = self._owner
-        try:
-            entry = owner.cache.get(tenant, key, lambda v: self._fresh(tenant, v))
-        except owner.health.errors as exc:
-            owner.health.failed(exc)
-            return None
+        """The fresh entry, counted as a hit or a miss."""
+        found = self._lookup(tenant, key)
         with self.stats.lock:
-            if entry is not None:
+            if found is not None:
                 self.stats.hits += 1
             else:
                 self.stats.misses += 1
-        return None if entry is None else Fetched(entry.df, True, entry.versions)
+        return found
 
     def run(self, inputs: Mapping[str, Any]) -> pd.DataFrame:
         """Run the handler (no cache), recording the tables it reads when inferring."""
