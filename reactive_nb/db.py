@@ -379,20 +379,28 @@ class ReactiveDB(SqlAccess):
 
 def _redis_client(redis: Any) -> Any:
     """The client of ``redis=``: a URL gets short socket timeouts and no retries of its
-    own (the circuit breaker in ``stores.health`` handles outages); a client passed in is
-    used as it is."""
+    own (the circuit breaker in ``stores.health`` handles outages); a client passed in
+    (``redis.Redis`` or ``redis.cluster.RedisCluster``) is used as it is.
+
+    A Redis Cluster is named by the URL of any of its nodes with ``cluster=true``:
+    ``redis://host:7000/0?cluster=true`` (``rediss://`` and credentials as usual; the
+    database must be 0, the only one a cluster has). The other nodes are discovered from
+    it. Every key of a tenant shares one hash slot (``{tenant}`` in the key), so the cache,
+    versions, bus and leases work unchanged; the epoch is the ``run_id`` of the node
+    owning the tenant's slot, so a failover or a resharding of that slot makes the
+    tenant's cached entries stale (recomputed once), never wrongly fresh.
+    """
     if redis is None:
         return None
     if isinstance(redis, str):
-        import redis as redis_py
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        from reactive_nb.stores.bus.client import client_from_url
         from reactive_nb.stores.health import REDIS_CONNECT_TIMEOUT, REDIS_READ_TIMEOUT
 
-        return redis_py.Redis.from_url(redis, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-                                       socket_timeout=REDIS_READ_TIMEOUT,
-                                       retry=Retry(NoBackoff(), 0), health_check_interval=30)
+        return client_from_url(redis, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+                               socket_timeout=REDIS_READ_TIMEOUT, retry=Retry(NoBackoff(), 0))
     return redis
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from reactive_nb.events import ALL_TABLES, Change
 from reactive_nb.stores.bus import Bus, MemoryBus, RedisBus, _advance, _Cursor
+from tests.cluster import cluster_prefix, redis_cluster  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 10.0  # seconds: a bound that is never reached when things work
@@ -60,16 +61,21 @@ def change(tenant: str = "acme", *tables: str, origin: str = "test") -> Change:
     return Change(tenant, frozenset(tables or ("agent",)), origin)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
-    """The same test on both implementations."""
-    if request.param == "memory":
-        made: Bus = MemoryBus()
-    else:
-        client = request.getfixturevalue("redis_client")
-        made = RedisBus(client, prefix=request.getfixturevalue("redis_prefix"),
-                        block_ms=BLOCK_MS)
+    """The same test on every implementation: memory, one Redis, a Redis Cluster."""
     with ExitStack() as stack:
+        if request.param == "memory":
+            made: Bus = MemoryBus()
+        elif request.param == "redis":
+            client = request.getfixturevalue("redis_client")
+            made = RedisBus(client, prefix=request.getfixturevalue("redis_prefix"),
+                            block_ms=BLOCK_MS)
+        else:
+            cluster = request.getfixturevalue("redis_cluster").client()
+            stack.callback(cluster.close)
+            made = RedisBus(cluster, prefix=request.getfixturevalue("cluster_prefix"),
+                            block_ms=BLOCK_MS)
         stack.callback(made.close)
         yield made
 
@@ -85,6 +91,28 @@ def new_bus(redis_url: str, redis_prefix: str) -> Iterator[Callable[..., RedisBu
             client = redis.Redis.from_url(url)
             stack.callback(client.close)
             kwargs.setdefault("prefix", redis_prefix)
+            kwargs.setdefault("block_ms", BLOCK_MS)
+            made = RedisBus(client, **kwargs)
+            stack.callback(made.close)
+            return made
+
+        yield make
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def any_new_bus(request: pytest.FixtureRequest) -> Iterator[Callable[..., RedisBus]]:
+    """``new_bus`` on one Redis, then on a Redis Cluster (one client per bus there too)."""
+    if request.param == "redis":
+        yield request.getfixturevalue("new_bus")
+        return
+    nodes = request.getfixturevalue("redis_cluster")
+    prefix = request.getfixturevalue("cluster_prefix")
+    with ExitStack() as stack:
+
+        def make(**kwargs: Any) -> RedisBus:
+            client = nodes.client()
+            stack.callback(client.close)
+            kwargs.setdefault("prefix", prefix)
             kwargs.setdefault("block_ms", BLOCK_MS)
             made = RedisBus(client, **kwargs)
             stack.callback(made.close)
@@ -170,9 +198,9 @@ def test_close_is_idempotent_and_follow_is_harmless(bus: Bus) -> None:
 
 @pytest.mark.redis
 def test_another_process_change_arrives_for_followed_tenants_only(
-    new_bus: Callable[..., RedisBus],
+    any_new_bus: Callable[..., RedisBus],
 ) -> None:
-    a, b = new_bus(origin="proc-a"), new_bus(origin="proc-b")
+    a, b = any_new_bus(origin="proc-a"), any_new_bus(origin="proc-b")
     inbox = Inbox()
     a.subscribe(inbox)
     a.follow("acme")
@@ -187,9 +215,9 @@ def test_another_process_change_arrives_for_followed_tenants_only(
 
 @pytest.mark.redis
 def test_follow_starts_at_the_end_and_misses_nothing_after_it(
-    new_bus: Callable[..., RedisBus],
+    any_new_bus: Callable[..., RedisBus],
 ) -> None:
-    a, b = new_bus(origin="proc-a"), new_bus(origin="proc-b")
+    a, b = any_new_bus(origin="proc-a"), any_new_bus(origin="proc-b")
     inbox = Inbox()
     a.subscribe(inbox)
     b.publish(change("acme", "old", origin="proc-b"))  # before follow: not delivered
@@ -211,8 +239,8 @@ def test_follow_starts_at_the_end_and_misses_nothing_after_it(
 
 
 @pytest.mark.redis
-def test_own_changes_are_not_delivered_twice(new_bus: Callable[..., RedisBus]) -> None:
-    a, b = new_bus(origin="proc-a"), new_bus(origin="proc-b")
+def test_own_changes_are_not_delivered_twice(any_new_bus: Callable[..., RedisBus]) -> None:
+    a, b = any_new_bus(origin="proc-a"), any_new_bus(origin="proc-b")
     inbox = Inbox()
     a.subscribe(inbox)
     a.follow("acme")

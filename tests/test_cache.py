@@ -15,12 +15,15 @@ import pandas as pd
 import pytest
 
 from reactive_nb.stores.cache import Cache, CacheEntry, MemoryCache, RedisCache, entry_cost
+from tests.cluster import cluster_prefix, redis_cluster  # noqa: F401 - fixtures
 
 BACKENDS = [
     "memory",
     pytest.param("redis", marks=pytest.mark.redis),
     # A client that decodes replies to str: the binary payload must still come back.
     pytest.param("redis-str", marks=pytest.mark.redis),
+    # A local Redis Cluster (tests/cluster.py): every key of a tenant in one slot.
+    pytest.param("cluster", marks=pytest.mark.redis),
 ]
 
 
@@ -59,9 +62,13 @@ def make_cache(backend: str, request: pytest.FixtureRequest) -> Iterator[MakeCac
             return cache
         import redis
 
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
-        client = redis.Redis.from_url(url, decode_responses=backend == "redis-str")
+        if backend == "cluster":
+            prefix = request.getfixturevalue("cluster_prefix")
+            client = request.getfixturevalue("redis_cluster").client()
+        else:
+            url = request.getfixturevalue("redis_url")
+            prefix = request.getfixturevalue("redis_prefix")
+            client = redis.Redis.from_url(url, decode_responses=backend == "redis-str")
         cache = RedisCache(client, prefix=prefix, max_bytes=max_bytes, clock=clock)
         opened.append((cache, client))
         return cache

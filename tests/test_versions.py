@@ -16,12 +16,15 @@ from reactive_nb.stores.versions import (
     RedisVersions,
     Versions,
 )
+from tests.cluster import cluster_prefix, redis_cluster  # noqa: F401 - fixtures
 
 BACKENDS = [
     "memory",
     pytest.param("redis", marks=pytest.mark.redis),
     # A client that decodes replies to str: the implementation must not care.
     pytest.param("redis-str", marks=pytest.mark.redis),
+    # A local Redis Cluster (tests/cluster.py): a tenant's keys in one slot.
+    pytest.param("cluster", marks=pytest.mark.redis),
 ]
 
 
@@ -38,12 +41,18 @@ def make_versions(request: pytest.FixtureRequest) -> Iterator[Callable[[], Versi
     else:
         import redis
 
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
+        cluster = request.param == "cluster"
+        if cluster:
+            prefix = request.getfixturevalue("cluster_prefix")
+            nodes = request.getfixturevalue("redis_cluster")
+        else:
+            url = request.getfixturevalue("redis_url")
+            prefix = request.getfixturevalue("redis_prefix")
         decode = request.param == "redis-str"
 
         def make() -> Versions:
-            client = redis.Redis.from_url(url, decode_responses=decode)
+            client = (nodes.client() if cluster
+                      else redis.Redis.from_url(url, decode_responses=decode))
             versions = RedisVersions(client, prefix=prefix)
             opened.append((versions, client))
             return versions
@@ -202,8 +211,9 @@ def test_redis_layout(redis_client: Any, redis_prefix: str) -> None:
 
 
 def test_snapshot_always_includes_the_epoch(versions: Versions) -> None:
-    """An entry records the epoch with its counters, so it is stale once the epoch moves."""
-    epoch = versions.snapshot("nobody")[EPOCH]
+    """An entry records the epoch with its counters, so it is stale once the epoch moves.
+    (The epoch is the tenant's: on a cluster, that of the node owning its slot.)"""
+    epoch = versions.snapshot("acme")[EPOCH]
     assert type(epoch) is int
     assert versions.snapshot("acme") == {EPOCH: epoch}
     versions.bump("acme", ["agent"])

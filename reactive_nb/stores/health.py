@@ -50,10 +50,15 @@ class StoreUnavailable(Exception):
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
-    """The errors that mean "Redis did not answer" (as opposed to a bug)."""
+    """The errors that mean "Redis did not answer" (as opposed to a bug). On a Redis
+    Cluster that includes a slot that cannot serve now: no master (CLUSTERDOWN, during a
+    failover), a multi-key command while its slot migrates with keys on both sides
+    (TRYAGAIN), redirections that did not settle (``ClusterError``)."""
     import redis
 
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, StoreUnavailable)
+    errors = redis.exceptions
+    return (errors.ConnectionError, errors.TimeoutError, errors.ClusterDownError,
+            errors.TryAgainError, errors.ClusterError, StoreUnavailable)
 
 
 class Breaker:

@@ -148,7 +148,7 @@ class RedisLeases:
 
     def __init__(self, client: redis.Redis, prefix: str = "rnb",
                  lease_ms: int = LEASE_MS) -> None:
-        from reactive_nb.stores.bus.client import own_client
+        from reactive_nb.stores.bus.client import is_cluster, own_client
 
         if lease_ms < 3:
             raise ValueError(f"lease_ms must be at least 3, not {lease_ms}")
@@ -157,6 +157,7 @@ class RedisLeases:
         self._max_block_ms = lease_ms + MARGIN_MS
         self.client_name = f"reactive_nb-lease-{uuid.uuid4().hex[:12]}"
         self._redis = own_client(client, self.client_name, self._max_block_ms)
+        self._cluster = is_cluster(self._redis)
         self._claim = self._redis.register_script(_CLAIM_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._renew = self._redis.register_script(_RENEW_LUA)
@@ -280,10 +281,16 @@ class RedisLeases:
             held = dict(self._held)
         if not held:
             return 0
-        pipe = self._redis.pipeline(transaction=False)
-        for lease, value in held.items():
-            self._renew(keys=[lease], args=[value, self.lease_ms], client=pipe)
-        results = pipe.execute()
+        if self._cluster:
+            # A cluster pipeline cannot carry scripts (redis-py refuses EVALSHA in one):
+            # one call per lease, each routed to the node owning its tenant's slot.
+            results = [self._renew(keys=[lease], args=[value, self.lease_ms])
+                       for lease, value in held.items()]
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for lease, value in held.items():
+                self._renew(keys=[lease], args=[value, self.lease_ms], client=pipe)
+            results = pipe.execute()
         lost = [lease for lease, ok in zip(held, results, strict=True) if not ok]
         with self._lock:
             lost = [lease for lease in lost if lease in self._held]
@@ -301,15 +308,21 @@ class RedisLeases:
             renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.stop()
-        self._redis.connection_pool.disconnect()
+        from reactive_nb.stores.bus.client import disconnect
+
+        disconnect(self._redis)
 
 
 def shared_leases(client: Any, bus: object) -> RedisLeases | None:
-    """The lease store of a ReactiveDB whose stores are in Redis, under its bus's key
+    """The lease store of a ReactiveDB whose stores are in Redis (one server or a
+    ``RedisCluster``: every lease script touches one tenant's slot), under its bus's key
     prefix; None without Redis (results are not shared, so there is nothing to elect) or
-    with a client whose connection pool cannot be copied (not a ``redis.Redis``)."""
+    with a client whose connections cannot be copied (neither ``redis.Redis`` nor
+    ``RedisCluster``)."""
+    from reactive_nb.stores.bus.client import is_cluster
+
     prefix = getattr(bus, "prefix", None)
-    if client is None or not isinstance(prefix, str) or not hasattr(client,
-                                                                     "connection_pool"):
+    if client is None or not isinstance(prefix, str) or not (
+            hasattr(client, "connection_pool") or is_cluster(client)):
         return None
     return RedisLeases(client, prefix=prefix)

@@ -351,10 +351,15 @@ def _redis(url: str) -> Any:
     """A Redis client that answered a PING; any problem is a one-line CliError."""
     import redis
 
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    from reactive_nb.stores.bus.client import client_from_url
+
+    try:  # "?cluster=true": a Redis Cluster (any node's address)
+        client = client_from_url(url, socket_connect_timeout=2, socket_timeout=5)
     except ValueError as exc:
         raise CliError(f"bad Redis URL {url!r}: {one_line(exc)}") from None
+    except (redis.ConnectionError, redis.TimeoutError,
+            redis.exceptions.RedisClusterException) as exc:  # a cluster connects at once
+        raise CliError(f"cannot reach Redis: {one_line(exc)}") from None
     try:
         client.ping()
     except Exception as exc:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from reactive_nb.events import PROCESS_ORIGIN, Change
 from reactive_nb.stores.bus.base import Callback, _Subscribers
-from reactive_nb.stores.bus.client import own_client
+from reactive_nb.stores.bus.client import disconnect, is_cluster, own_client, slot_groups
 from reactive_nb.stores.bus.cursor import (
     _READ_COUNT,
     _START,
@@ -40,6 +40,23 @@ if TYPE_CHECKING:
     import redis
 
 __all__ = ["RedisBus"]
+
+# The cluster form of the reader's MULTI: XINFO and XREAD of streams of one slot, atomic.
+# KEYS: the streams; ARGV[i]: the last id read of KEYS[i] ('' : do not read it);
+# ARGV[#KEYS + 1]: entries per stream. Returns {XINFO reply or error, XREAD reply or false}
+# per stream.
+_READ_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local info = redis.pcall('XINFO', 'STREAM', key)
+  local read = false
+  if ARGV[i] ~= '' then
+    read = redis.call('XREAD', 'COUNT', ARGV[#KEYS + 1], 'STREAMS', key, ARGV[i])
+  end
+  out[i] = {info, read}
+end
+return out
+"""
 
 # The package's logger (tests and users filter on it), not this module's name.
 logger = logging.getLogger("reactive_nb.stores.bus")
@@ -78,14 +95,17 @@ class RedisBus:
         self._may_send = may_send
         if maxlen < 1 or block_ms < 1:
             raise ValueError(f"maxlen and block_ms must be positive, not {maxlen}, {block_ms}")
-        if not hasattr(client, "connection_pool"):
-            raise TypeError(f"RedisBus needs a redis.Redis client, not {type(client).__name__}")
+        if not (hasattr(client, "connection_pool") or is_cluster(client)):
+            raise TypeError("RedisBus needs a redis.Redis or RedisCluster client, not "
+                            f"{type(client).__name__}")
         self.prefix = prefix
         self.origin = origin
         self.maxlen = maxlen
         self.block_ms = block_ms
         self.reader_client_name = f"reactive_nb-bus-{uuid.uuid4().hex[:12]}"
         self._redis = own_client(client, self.reader_client_name, block_ms)
+        self.cluster = is_cluster(self._redis)
+        self._read_script = self._redis.register_script(_READ_LUA) if self.cluster else None
         self._on_gap = on_gap
         #: Errors that mean "Redis is unreachable": handled by waiting, never raised.
         self._down_errors: tuple[type[Exception], ...] = (
@@ -246,7 +266,7 @@ class RedisBus:
             self._closed = True
             held = len(self._outbox.pending)
         self._reader.stop()
-        self._redis.connection_pool.disconnect()
+        disconnect(self._redis)
         if held:
             logger.warning("closing the Redis bus with changes of %d tenant(s) not sent", held)
 
@@ -301,12 +321,35 @@ class RedisBus:
                     self._full_check = True
                 return False
             tenants = {self._key(t): t for t in cursors}
-            reply: Any = self._redis.xread(streams, count=1, block=self.block_ms)
-            self._answered()
-            todo = [tenants[_text(key)] for key, _ in reply or ()]
+            todo = [tenants[key] for key in self._wait_for_entries(streams)]
         while todo and not self._stop.is_set():
             todo = self._read(todo)
         return True
+
+    def _wait_for_entries(self, streams: dict[Any, Any]) -> list[str]:
+        """Block until some of ``streams`` (key -> last id) have new entries, at most about
+        ``block_ms``; the keys of those that have.
+
+        One blocking ``XREAD`` covers the streams of one hash slot only (a cluster refuses
+        a multi-key command across slots, even on one node). On one server, or when every
+        followed tenant hashes to one slot, that is one read blocking ``block_ms``. On a
+        cluster with k slot groups, each group's read blocks ``block_ms / k`` in turn, so
+        news waits at most ``block_ms`` as on one server; RedisCluster routes each read to
+        the node owning that slot (following MOVED/ASK). This is a bounded rotation, not
+        one blocking reader per node: k reads per ``block_ms`` while idle.
+        """
+        groups = slot_groups(self._redis, streams)
+        block = self.block_ms if len(groups) <= 1 else max(1, self.block_ms // len(groups))
+        for group in groups:
+            reply: Any = self._redis.xread({k: streams[k] for k in group}, count=1,
+                                           block=block)
+            self._answered()
+            keys = [_text(key) for key in _xread_streams(reply)]
+            if keys:
+                return keys
+            if self._stop.is_set() or self._wake.is_set():
+                break
+        return []
 
     def _answered(self) -> None:
         """Redis answered the reader: end the outage, if any, and send what it held."""
@@ -314,27 +357,50 @@ class RedisBus:
             self._flush()
 
     def _read(self, tenants: list[str]) -> list[str]:
-        """Read new entries of these streams in one transaction with their ``XINFO``, deliver
-        them, report gaps; returns the tenants to read again."""
+        """Read new entries of these streams, one transaction per hash slot (on a cluster a
+        MULTI holds keys of one slot), deliver them, report gaps; returns the tenants to
+        read again."""
+        if not self.cluster:
+            return self._read_slot(tenants)
+        by_key = {self._key(t): t for t in tenants}
+        again: list[str] = []
+        for group in slot_groups(self._redis, by_key):
+            again += self._read_slot([by_key[k] for k in group])
+        return again
+
+    def _read_slot(self, tenants: list[str]) -> list[str]:
+        """Read new entries of these streams (one hash slot) in one transaction with their
+        ``XINFO``, deliver them, report gaps; returns the tenants to read again."""
         with self._lock:
             cursors = {t: self._cursors[t] for t in tenants if t in self._cursors}
         if not cursors:
             return []
-        pipe = self._redis.pipeline(transaction=True)
-        for tenant in cursors:
-            pipe.xinfo_stream(self._key(tenant))
         streams: dict[Any, Any] = {
             self._key(t): c.last_id for t, c in cursors.items() if c.last_id}
-        if streams:
-            pipe.xread(streams, count=_READ_COUNT)
-        results = pipe.execute(raise_on_error=False)
-        self._answered()
         entries: dict[str, list[tuple[Any, Any]]] = {}
-        if streams:
-            reply = results[-1]
-            if isinstance(reply, Exception):
-                raise reply
-            entries = {_text(key): list(items) for key, items in reply or ()}
+        if self._read_script is not None:
+            # A cluster: one script (atomic like MULTI, but routed by redis-py through
+            # MOVED and ASK, which a cluster MULTI is not while its slot migrates).
+            keys = [self._key(t) for t in cursors]
+            script_reply: Any = self._read_script(
+                keys=keys, args=[*(streams.get(k) or "" for k in keys), _READ_COUNT])
+            self._answered()
+            results = [info for info, _ in script_reply]
+            for _, read in script_reply:
+                entries.update(_xread_streams(read))
+        else:
+            pipe = self._redis.pipeline(transaction=True)
+            for tenant in cursors:
+                pipe.xinfo_stream(self._key(tenant))
+            if streams:
+                pipe.xread(streams, count=_READ_COUNT)
+            results = pipe.execute(raise_on_error=False)
+            self._answered()
+            if streams:
+                reply = results[-1]
+                if isinstance(reply, Exception):
+                    raise reply
+                entries = _xread_streams(reply)
 
         moved: dict[str, tuple[_Cursor, bool, bool, list[Change]]] = {}
         for tenant, info in zip(cursors, results, strict=False):
@@ -342,6 +408,8 @@ class RedisBus:
                 if not _missing(info):
                     raise info
                 info = None
+            elif isinstance(info, list):  # a cluster transaction leaves XINFO unparsed
+                info = {_text(k): v for k, v in zip(info[::2], info[1::2], strict=False)}
             items = entries.get(self._key(tenant), [])
             cursor, gap, reread = _advance(cursors[tenant], info, [_text(i) for i, _ in items])
             changes = [] if reread else [
@@ -375,3 +443,19 @@ class RedisBus:
         except Exception:
             logger.exception("on_gap(%r) failed", tenant)
 
+
+
+def _xread_streams(reply: Any) -> dict[str, list[tuple[Any, Any]]]:
+    """An ``XREAD`` reply as {stream key: [(entry id, {field: value})]}, whichever shape
+    redis-py gave it: a list of [key, entries] (RESP2, the parsed form) or a dict (a
+    cluster transaction's reply, whose entries keep their fields as a flat list)."""
+    pairs = reply.items() if isinstance(reply, dict) else (reply or ())
+    streams: dict[str, list[tuple[Any, Any]]] = {}
+    for key, items in pairs:
+        entries = []
+        for entry_id, fields in items or ():
+            if isinstance(fields, list):
+                fields = dict(zip(fields[::2], fields[1::2], strict=False))
+            entries.append((entry_id, fields))
+        streams[_text(key)] = entries
+    return streams
