@@ -342,3 +342,16 @@ def test_a_tenant_write_reaches_the_unscoped_view_but_not_other_tenants(
         assert db.scheduler.run_until_idle() == 1
         assert int(everyone.df["n"].iloc[0]) == 4 and globex.attempts == 1
         assert int(count()["n"].iloc[0]) == 4  # the unscoped cached call too
+
+
+def test_a_tenant_write_does_not_reread_the_schema(sqlite_url: str) -> None:
+    """The ``t@tenants`` announcement of a tenant's write is a counter, not an unknown
+    table: it must not make every process re-read its catalog on every write."""
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0) as db:
+        catalog = db.catalog.current
+        with db.tenant("acme"):
+            db.execute("INSERT INTO agent (id, organization_id, name) VALUES (24, 'acme', 'c')")
+        assert db.catalog.current is catalog  # not re-read
+        db.execute("CREATE TABLE brand_new (id INTEGER)")
+        assert db.catalog.current is not catalog  # DDL naming a new table still is

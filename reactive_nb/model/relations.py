@@ -151,8 +151,11 @@ class LiveCatalog:
 
     def note(self, tables: Iterable[str]) -> None:
         known, views = self._catalog.tables, self._facts.views
-        if any(t == ALL_TABLES or t not in known or t in views for t in tables):
-            self._stale = True
+        for name in tables:
+            table = name.split("@", 1)[0]  # "agent@tenants" is a counter of agent
+            if table == ALL_TABLES or table not in known or table in views:
+                self._stale = True
+                return
 
     def read_set(self, dependencies: frozenset[str]) -> frozenset[str]:
         """What reading ``dependencies`` really reads: each view also counts as its base
