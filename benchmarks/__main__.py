@@ -21,7 +21,10 @@ from .common import Settings, Table, machine_info
 SUITES = {"core": "bench_core", "live": "bench_live", "external": "bench_external",
           "widget": "bench_widget", "scale": "bench_scale",
           "faults": "bench_faults",
-          "tenants": "bench_tenants"}
+          "tenants": "bench_tenants",
+          "soak": "bench_soak"}
+#: What a bare ``python -m benchmarks`` runs: the long multi-process suites are asked for.
+DEFAULT = [name for name in SUITES if name not in ("scale", "soak")]
 
 
 class _Suite(Protocol):
@@ -32,8 +35,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions: the whole run in about a minute")
-    parser.add_argument("--only", default=",".join(SUITES),
-                        help=f"comma-separated subset of: {', '.join(SUITES)}")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma-separated subset of: {', '.join(SUITES)} "
+                             f"(default: {', '.join(DEFAULT)}; scale and soak take minutes)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="soak: how long to run (default 10; with --quick 1)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SUITES]
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
     settings = Settings(quick=args.quick)
+    if args.minutes is not None:
+        importlib.import_module(".bench_soak", __package__).configure(args.minutes)
     print("## reactive_nb benchmarks\n")
     print(f"Command: `{shlex.join(['python', '-m', 'benchmarks', *argv])}`  ")
     print(f"Machine: {machine_info()}  ")
