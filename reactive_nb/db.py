@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _open: weakref.WeakSet[ReactiveDB] = weakref.WeakSet()
+#: Databases (URLs without password) already told that other processes are not heard.
+_told_local_only: set[str] = set()
 
 
 def connect(url_or_engine: str | Engine, /, **options: Any) -> ReactiveDB:
@@ -125,6 +128,19 @@ class ReactiveDB(SqlAccess):
             self.install_triggers()
         elif settings.capture == "auto":
             self._listen()
+            if self._external is None and self._redis is None:
+                # Said once per database and process (INFO on `reactive_nb`, and a line
+                # in a notebook, where INFO logs are not shown): what will not be seen.
+                where = self.engine.url.render_as_string(hide_password=True)
+                if where not in _told_local_only:
+                    _told_local_only.add(where)
+                    notice = (f"reactive_nb: writes to {where} made by other processes will "
+                              "not be seen (no triggers, no Redis); to see them run "
+                              "db.install_triggers() or connect with redis=URL")
+                    logging.getLogger("reactive_nb").info(notice)
+                    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+                    if getattr(shell, "kernel", None) is not None:  # a notebook's kernel
+                        print(notice)
         _open.add(self)
 
     def _stores(self) -> tuple[Cache, Versions, Bus]:

@@ -8,6 +8,7 @@ close, and that loading the extension stays light (a fresh subprocess).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -376,3 +377,169 @@ def test_cast_after_a_parameter_on_postgresql(pg_url: str) -> None:
     finally:
         shell.run_line_magic("unload_ext", "reactive_nb")
         shell.reset(new_session=False)
+
+
+# -- help, settings, wrong forms, status, tenants ----------------------------------------------
+
+
+def test_cell_options_have_help(ip: Any) -> None:
+    doc = ip.magics_manager.magics["cell"]["reactive"].__doc__
+    for text in ("%%reactive", "--deps", "--priority", "--ttl", "--key", "--no-display",
+                 "bound parameter"):
+        assert text in doc, text
+    with capture_output() as captured:
+        ip.run_cell("%%reactive?")
+    assert "--no-display" in captured.stdout and "%%reactive [--deps" in captured.stdout
+
+
+def test_cell_option_errors_are_one_line(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    lines = error_lines(ip, "%%reactive q --priority urgent\nSELECT 1", capsys)
+    assert len(lines) == 1 and lines[0].startswith("UsageError: %%reactive: ")
+    assert "urgent" in lines[0] and "%%reactive?" in lines[0]
+
+
+def test_config_sets_page_size_and_height_of_later_tables(ip: Any) -> None:
+    connect(ip)
+    ip.user_ns["org"] = "acme"
+    cell = AGENTS.replace(" --no-display", "")
+    with capture_output():
+        run(ip, cell)
+    first = ip.user_ns["agents"].widget()
+    assert (first.page_size, first.height) == (50, None)
+    run(ip, "%config ReactiveMagics.page_size = 20")
+    run(ip, "%config ReactiveMagics.height = 400")
+    assert ip.run_line_magic("config", "ReactiveMagics.page_size") == 20
+    with capture_output():
+        run(ip, cell)
+    table = ip.user_ns["agents"].widget()
+    assert (table.page_size, table.height) == (20, 400)
+    assert (first.page_size, first.height) == (50, None)  # tables made before: unchanged
+
+
+def test_template_placeholders_point_to_bound_parameters(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    ip.user_ns["org"] = "acme"
+    lines = error_lines(ip, "%%reactive q\nSELECT * FROM agent WHERE organization_id = "
+                            "'{{org}}'", capsys)
+    assert lines == ["UsageError: %%reactive q: {{org}} is not substituted; write :org "
+                     "instead (a bound parameter read from the variable org)"]
+    assert "q" not in ip.user_ns
+
+
+def test_sql_on_the_line_points_to_the_cell_form(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    connect(ip)
+    for line in ("%reactive SELECT * FROM agent", "%reactive select 1",
+                 "%reactive WITH x AS (SELECT 1) SELECT * FROM x"):
+        lines = error_lines(ip, line, capsys)
+        assert len(lines) == 1 and "%%reactive NAME" in lines[0], lines
+
+
+def test_status_is_right_just_after_the_cell_ran(ip: Any) -> None:
+    run(ip, "%reactive connect $URL --workers 0 --min-interval 0")  # refreshes when stepped
+    db = ip.user_ns["rnb_db"]
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    magics = ip.magics_manager.registry["ReactiveMagics"]
+    row = magics.status_frame().iloc[0]
+    assert row["runs"] == 1  # the cell's own run
+    assert row["last run ms"] is not None
+    assert pd.isna(row["hit rate"])  # nothing was looked up yet: not a 0.0 hit rate
+    # Declared dependencies: the cell's result is the live query's, fresh at once.
+    run(ip, AGENTS.replace("agents --no-display", "declared --no-display --deps agent"))
+    db.scheduler.run_until_idle()
+    row = magics.status_frame().iloc[1]
+    assert row["runs"] == 1 and row["status"] == "fresh" and pd.isna(row["hit rate"])
+    db.execute("INSERT INTO agent (id, organization_id, name) VALUES (9, 'acme', 'zed')")
+    db.scheduler.run_until_idle()
+    row = magics.status_frame().iloc[1]
+    assert row["name"] == "declared"
+    assert row["runs"] == 2 and row["hit rate"] == 0.0  # one lookup, a miss (a write)
+
+
+def test_tenant_switches_and_persists_across_cells(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from reactive_nb.model.tenants import current_tenant
+
+    db = connect(ip)
+    db.tenants.add("acme")
+    db.tenants.add("globex")
+    run(ip, "%reactive tenant acme")
+    assert current_tenant() == "acme"
+    run(ip, "from reactive_nb.model.tenants import current_tenant\nseen = current_tenant()")
+    assert ip.user_ns["seen"] == "acme"
+    # A cell that awaits runs as an asyncio task, in a copy of the context: the tenant it
+    # sets must still reach the next cell.
+    run(ip, "import asyncio\nawait asyncio.sleep(0)\n%reactive tenant globex")
+    run(ip, "seen = current_tenant()")
+    assert ip.user_ns["seen"] == "globex"
+    ip.user_ns["org"] = "globex"
+    run(ip, AGENTS)
+    assert ip.user_ns["agents"].tenant == "globex"
+    lines = error_lines(ip, "%reactive tenant initech", capsys)
+    assert len(lines) == 1 and lines[0].startswith("UsageError: %reactive tenant: "), lines
+    run(ip, "seen = current_tenant()")
+    assert ip.user_ns["seen"] == "globex"  # a refused tenant changes nothing
+    run(ip, "%reactive tenant --none")
+    run(ip, "seen = current_tenant()")
+    assert ip.user_ns["seen"] == "__all__" or ip.user_ns["seen"] != "globex"
+    with capture_output() as captured:
+        run(ip, "%reactive tenants")
+    assert "acme" in captured.stdout
+    assert "globex" in captured.stdout
+    assert len(error_lines(ip, "%reactive tenant", capsys)) == 1
+    assert len(error_lines(ip, "%reactive tenant acme --none", capsys)) == 1
+
+
+def test_tenant_through_the_tenancy_checks_access(
+        ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from reactive_nb.model.tenants import current_tenant
+
+    db = connect(ip)
+    db.execute("CREATE TABLE membership (user_id TEXT, organization_id TEXT)")
+    db.execute("INSERT INTO membership VALUES ('ann', 'acme')")
+    db.tenancy(list="SELECT id FROM organization ORDER BY id",
+               access="SELECT 1 FROM membership WHERE user_id = :user "
+                      "AND organization_id = :tenant", user="ann")
+    run(ip, "%reactive tenant acme")
+    run(ip, "from reactive_nb.model.tenants import current_tenant\nseen = current_tenant()")
+    assert ip.user_ns["seen"] == "acme"
+    lines = error_lines(ip, "%reactive tenant globex", capsys)
+    assert len(lines) == 1 and "globex" in lines[0], lines
+    assert lines[0].startswith("UsageError: %reactive tenant: "), lines
+    lines = error_lines(ip, "%reactive tenant initech", capsys)
+    assert len(lines) == 1 and "initech" in lines[0], lines
+    assert current_tenant() == "acme"
+    with capture_output() as captured:
+        run(ip, "%reactive tenants")
+    shown = captured.stdout
+    assert "acme" in shown and "globex" not in shown
+
+
+def test_connect_says_once_when_other_processes_are_not_heard(
+        sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import reactive_nb as rnb
+    import reactive_nb.db
+
+    monkeypatch.setattr(reactive_nb.db, "_told_local_only", set())
+    teamhub.create(sqlite_url)
+    other = f"sqlite:///{tmp_path}/other.db"
+    teamhub.create(other)
+    with caplog.at_level(logging.INFO, logger="reactive_nb"):
+        with rnb.connect(sqlite_url, workers=0):
+            pass
+        with rnb.connect(sqlite_url, workers=0):  # the same database: said once
+            pass
+        with rnb.connect(other, workers=0, install=True):  # triggers: it is heard
+            pass
+        with rnb.connect(other, workers=0):  # triggers installed earlier: heard too
+            pass
+    told = [r for r in caplog.records if "will not be seen" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.INFO
+    assert told[0].name == "reactive_nb"
+    message = told[0].getMessage()
+    assert "test.db" in message and "db.install_triggers()" in message and "redis=" in message
+    assert "will not be seen" not in capsys.readouterr().out  # no kernel: the log only

@@ -116,3 +116,62 @@ def test_tenant_dashboard_runs_headless(kernel_env: Path,
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"], outputs
     assert WIDGET in nb.cells[-1].outputs[-1]["data"]
+
+
+STATIC_SETUP = """\
+import sqlite3
+import reactive_nb as rnb
+
+with sqlite3.connect("items.db") as con:
+    con.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, n INTEGER)")
+    con.executemany("INSERT INTO item VALUES (?, ?, ?)",
+                    [(i, f"name-{i:03d}", i * 10) for i in range(25)])
+db = rnb.connect("sqlite:///items.db")
+again = rnb.connect("sqlite:///items.db")  # the same database: no second notice
+
+@db.reactive(name="items", dependencies=["item"])
+def items():
+    return db.read_sql("SELECT * FROM item ORDER BY id")
+
+live = items.live()
+live.wait()"""
+
+
+def test_static_snapshots_where_no_widget_runs(kernel_env: Path) -> None:
+    """nbconvert shows the widget view only when the widget state is saved; otherwise the
+    text/html snapshot: the first rows, the status and "updated at", never the object's
+    repr. Also: connect() says once, in the notebook, that other processes are not heard."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(STATIC_SETUP),
+        nbformat.v4.new_code_cell("live"),
+        nbformat.v4.new_code_cell('live.chart(x="id", y="n")'),
+        nbformat.v4.new_code_cell('live.value("count", label="Items")'),
+    ])
+    NotebookClient(nb, kernel_name="python3", timeout=60,
+                   resources={"metadata": {"path": str(kernel_env)}}).execute()
+    errors = [o for c in nb.cells for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    said = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+    assert said.count("will not be seen") == 1, said
+    assert "db.install_triggers()" in said and "redis=" in said
+    for cell in nb.cells[1:]:
+        data = cell.outputs[-1]["data"]
+        assert WIDGET in data and "text/html" in data
+
+    # nbclient (like `jupyter nbconvert --execute`) saved the widget state: the page
+    # renders the widget views from it.
+    assert nb.metadata["widgets"]
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert 'type="application/vnd.jupyter.widget-view+json"' in page
+    # Without saved widget state (GitHub, a notebook saved without it): the snapshots.
+    del nb.metadata["widgets"]
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert " object at 0x" not in page
+    assert 'type="application/vnd.jupyter.widget-view+json"' not in page
+    table = page[page.index('class="rnb-static"'):]
+    assert "name-000" in table and "name-009" in table and "name-010" not in table
+    assert "fresh" in table and "updated at 20" in table and "25 rows" in table
+    assert "Items: 25" in page  # the KPI
+    assert '<th style="text-align:left">n</th>' in page  # the chart's columns

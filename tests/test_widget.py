@@ -243,6 +243,11 @@ def test_page_is_clamped_to_the_frame(tables: list[LiveTable]) -> None:
         ({"type": "page", "sort": []}, {"type": "page", "sort": []}),
         ({"type": "page"}, {"type": "page"}),
         ({"type": "heartbeat", "extra": 1}, {"type": "heartbeat"}),
+        ({"type": "search", "query": " Needle "}, {"type": "search", "query": "Needle"}),
+        (
+            {"type": "page", "start": 0, "count": 5, "search": "x"},
+            {"type": "page", "start": 0, "count": 5, "search": "x"},
+        ),
     ],
 )
 def test_browser_messages_parse_into_their_type(content: Any, parsed: Any) -> None:
@@ -266,6 +271,10 @@ def test_browser_messages_parse_into_their_type(content: Any, parsed: Any) -> No
         {"type": "page", "start": 0, "count": 5, "sort": [1, True]},
         {"type": "page", "start": 0, "count": 5, "sort": ["v", "asc"]},
         {"type": "page", "start": 0, "count": 5, "sort": ["v", True, 1]},
+        {"type": "search"},
+        {"type": "search", "query": 3},
+        {"type": "search", "query": "x" * 201},
+        {"type": "page", "start": 0, "count": 5, "search": ["x"]},
     ],
 )
 def test_unknown_or_malformed_messages_are_dropped_quietly(
@@ -411,6 +420,113 @@ def test_refresh_marks_changed_rows_in_pushes_and_pages(
     assert reply["changed"] == [1, 3] and reply["changed_age_ms"] == 500.0
     clock.advance(1.01)
     assert w.ask(0, 4)["changed"] == []
+
+
+# ---- search, page size, height ------------------------------------------------------------
+
+
+def needles(n: int, every: int) -> pd.DataFrame:
+    """n rows; the rows whose id is a multiple of `every` say "Needle" in their text."""
+    ids = np.arange(n)
+    text = np.where(ids % every == 0, "a Needle here", "hay")
+    return pd.DataFrame({"id": ids, "text": text, "n": ids * 10})
+
+
+def search(w: LiveTable, query: str) -> None:
+    """What table.js sends, debounced, when the user types in the search box."""
+    w._on_msg(w, {"type": "search", "query": query}, [])
+
+
+def test_search_filters_the_whole_frame_in_python_through_the_flusher(
+    tables: list[LiveTable], clock: FakeClock, flusher: Flusher
+) -> None:
+    src = StandIn(df=needles(1_000, 84), status="fresh")  # ids 0, 84, ..., 924: 12 rows
+    w = make(tables, src, flusher=flusher, page_size=5)
+    assert w.matched_rows == 1_000 and w.search == ""
+    search(w, "needle")
+    assert w.search == "" and w.pushes == []  # the flusher pushes, not the comm handler
+    assert flusher.flush_due() == 1
+    state = w.pushes[-1][1]
+    assert state["search"] == "needle" and state["matched_rows"] == 12
+    assert "version" not in state  # same frame: not re-sent, only the matches
+    window = state["window"]
+    assert window["search"] == "needle" and window["total"] == 12 and window["start"] == 0
+    assert [r[0] for r in window["rows"]] == [0, 84, 168, 252, 336]
+    # Pages come from the matches only, also beyond the rows the browser has seen.
+    reply = w.ask(0, 100)
+    assert [r[0] for r in reply["rows"]] == list(range(0, 1_000, 84))
+    # Combined with sort: the matches, in sort order.
+    w.sort = ["n", False]
+    reply = w.ask(0, 3)
+    assert [r[0] for r in reply["rows"]] == [924, 840, 756] and reply["total"] == 12
+    # A refresh while searching: the count and the window follow the new frame.
+    clock.advance(1.0)
+    src.df = needles(1_100, 84)  # 1008 and 1092 match too
+    assert flusher.flush_due() == 1
+    state = w.pushes[-1][1]
+    assert state["matched_rows"] == 14 and state["total_rows"] == 1_100
+    assert [r[0] for r in state["window"]["rows"]] == [1092, 1008, 924]  # the last window asked
+    # Clearing the search shows every row again.
+    clock.advance(1.0)
+    search(w, "")
+    assert flusher.flush_due() == 1
+    assert w.search == "" and w.matched_rows == 1_100 and w.window["total"] == 1_100
+
+
+def test_search_matches_any_column_ignoring_case_and_nulls(tables: list[LiveTable]) -> None:
+    df = pd.DataFrame({"id": [1, 2, 3, 4], "t": ["Acme", None, "x", "ACME inc"],
+                       "v": [0.5, None, 12.0, 3.25]})
+    w = make(tables, StandIn(df=df, status="fresh"))
+    assert [r[0] for r in w.page(0, 10, search="acme")["rows"]] == [1, 4]
+    assert [r[0] for r in w.page(0, 10, search="12")["rows"]] == [3]
+    assert w.page(0, 10, search="none")["rows"] == []  # a null is not the text "None"
+    assert w.page(0, 10, search="")["total"] == 4
+
+
+def test_page_size_and_height(tables: list[LiveTable]) -> None:
+    w = make(tables, StandIn(df=ids(100), status="fresh"), page_size=20, height=300)
+    assert w.page_size == 20 and w.height == 300 and len(w.window["rows"]) == 20
+    assert w._on_msg(w, {"type": "page", "seq": 1}, []) is None
+    assert len(w.replies[-1]["rows"]) == 20  # a request without a count: one page
+    w.configure(page_size=7)
+    assert w.page_size == 7 and w.height is None
+    with pytest.raises(ValueError, match="page_size"):
+        LiveTable(StandIn(df=ids(3)), page_size=0)
+    with pytest.raises(ValueError, match="height"):
+        LiveTable(StandIn(df=ids(3)), height=-1)
+
+
+def mime(widget: Any) -> dict[str, Any]:
+    """The data of a widget's mime bundle (ipywidgets 8 returns (data, metadata))."""
+    bundle = widget._repr_mimebundle_()
+    data: dict[str, Any] = bundle[0] if isinstance(bundle, tuple) else bundle
+    return data
+
+
+def test_static_html_snapshot_next_to_the_widget_view(tables: list[LiveTable]) -> None:
+    when = dt.datetime(2026, 11, 22, 10, 51, 47, tzinfo=dt.timezone.utc)
+    src = StandIn(df=pd.DataFrame({"id": range(25), "name": [f"<b>{i}</b>" for i in range(25)]}),
+                  status="fresh", updated_at=when)
+    w = make(tables, src)
+    data = mime(w)
+    assert "application/vnd.jupyter.widget-view+json" in data
+    page = data["text/html"]
+    assert "agents.getAll" in page and "fresh" in page and "2026-11-22T10:51:47" in page
+    assert "<td>&lt;b&gt;0&lt;/b&gt;</td>" in page and "&lt;b&gt;9&lt;/b&gt;" in page
+    assert "&lt;b&gt;10&lt;/b&gt;" not in page  # the first rows only
+    assert "25 rows" in page and "first 10 of 25" in page
+    from reactive_nb.ui.widgets import LiveChart, LiveValue
+
+    value = LiveValue(src, "count", label="Agents")
+    chart = LiveChart(src, x="id", y="id")
+    try:
+        assert "Agents: 25" in mime(value)["text/html"]
+        chart_html = mime(chart)["text/html"]
+        assert "<th style=\"text-align:left\">id</th>" in chart_html and "name" not in chart_html
+        assert "fresh" in chart_html and "updated at 2026-11-22T10:51:47" in chart_html
+    finally:
+        value.close()
+        chart.close()
 
 
 # ---- the flusher, stepped with a fake clock ---------------------------------------------------
@@ -703,3 +819,20 @@ def test_displays_as_a_widget(tables: list[LiveTable]) -> None:
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
     assert w.name == "agents.getAll"
+
+
+def test_live_widget_takes_page_size_and_height(sqlite_url: str) -> None:
+    import reactive_nb as rnb
+    from tests.teamhub import create
+
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0) as db:
+        @db.reactive(dependencies=["agent"])
+        def agents() -> pd.DataFrame:
+            return db.read_sql("SELECT id FROM agent")
+
+        live = agents.live()
+        table = live.widget(page_size=7, height=300)
+        assert (table.page_size, table.height) == (7, 300)
+        assert live.widget(page_size=9) is table and table.page_size == 9
+        live.close()

@@ -147,15 +147,18 @@ class LiveQuery(traitlets.HasTraits):
 
     # -- display ---------------------------------------------------------------------------
 
-    def widget(self) -> Any:
-        """The live table widget bound to this query (one per query)."""
+    def widget(self, **options: Any) -> Any:
+        """The live table widget bound to this query (one per query); ``page_size`` (rows
+        per page) and ``height`` (pixels) set it up, now or on a later call."""
         if self._widget is None:
             if widget_factory is None:
                 import importlib
 
                 importlib.import_module(WIDGET_MODULE)  # registers widget_factory
             assert widget_factory is not None, f"{WIDGET_MODULE} registers no widget"
-            self._widget = widget_factory(self)
+            self._widget = widget_factory(self, **options)
+        elif options:
+            self._widget.configure(**options)
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

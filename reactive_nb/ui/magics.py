@@ -12,24 +12,43 @@ Loading stays light: SQLAlchemy, pandas and widgets are imported inside the magi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shlex
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from IPython.core import magic_arguments as _margs
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Int
 
 from reactive_nb.errors import one_line
+from reactive_nb.events import DEFAULT_TENANT
 
 if TYPE_CHECKING:
+    import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
     from reactive_nb.db import ReactiveDB
     from reactive_nb.live.functions import ReactiveFunction
     from reactive_nb.live.query import LiveQuery
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _magic_arguments(name: str) -> Callable[[_F], _F]:
+    """IPython's ``magic_arguments`` (untyped), typed: builds the parser and the help."""
+    return _margs.magic_arguments(name)  # type: ignore[no-untyped-call]
+
+
+def _argument(*args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+    """IPython's ``argument`` (untyped), typed."""
+    return _margs.argument(*args, **kwargs)  # type: ignore[no-untyped-call]
+
 
 #: Attribute of the shell holding the extension's state.
 STATE_ATTR = "_reactive_nb_state"
@@ -59,11 +78,23 @@ SELECT ... WHERE organization_id = :org
     keyword or builtin, or one of the cell's parameters.
 
 %reactive status                  a table of the live queries
+%reactive tenant NAME | --none    run the notebook as tenant NAME (or unscoped) from now on
+%reactive tenants                 the tenants this user may open
 %reactive refresh [NAME|--all]    re-run one live query (or all) now
 %reactive priorities A B ...      refresh these functions first, in this order
 %reactive close                   close every live query and the connection
 %reactive --help                  this text
+
+Settings (%config ReactiveMagics.page_size = 100; apply to tables created afterwards):
+    ReactiveMagics.page_size   rows per page of the live table (default 50)
+    ReactiveMagics.height      height of the live table in pixels (default 0: up to 15 rows)
 """
+
+#: A first word of ``%reactive`` that starts SQL: the SQL belongs in a ``%%reactive`` cell.
+_SQL_WORDS = frozenset({"select", "with", "insert", "update", "delete", "values", "table",
+                        "create", "drop", "alter", "explain", "show", "pragma"})
+#: A jupysql / Jinja ``{{var}}`` template placeholder.
+_TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,6 +121,17 @@ class _State:
         self.shell = shell
         self.db: ReactiveDB | None = None
         self.lives: dict[str, LiveQuery] = {}
+        #: The tenant chosen by ``%reactive tenant`` (None: never chosen). Re-applied
+        #: before every cell: a ContextVar set in a cell that awaits (IPython runs it as
+        #: an asyncio task, in a copy of the context) would not reach the next cell.
+        self.tenant: str | None = None
+
+    def apply_tenant(self, *_info: Any) -> None:
+        """The ``pre_run_cell`` hook: make the chosen tenant current for the cell."""
+        if self.tenant is not None:
+            from reactive_nb.model.tenants import use_tenant
+
+            use_tenant(self.tenant)
 
     def require_db(self) -> ReactiveDB:
         if self.db is None or self.db.closed:
@@ -105,6 +147,11 @@ class _State:
     def close(self) -> None:
         """Close every live query of the magic and the connection (idempotent)."""
         self.close_lives()
+        if self.tenant is not None:
+            from reactive_nb.model.tenants import use_tenant
+
+            self.tenant = None
+            use_tenant(DEFAULT_TENANT)
         db, self.db = self.db, None
         if db is not None:
             db.close()
@@ -114,15 +161,45 @@ class _State:
 
 @magics_class
 class ReactiveMagics(Magics):
-    """``%reactive`` (line) and ``%%reactive`` (cell)."""
+    """``%reactive`` (line) and ``%%reactive`` (cell). Also the extension's settings:
+    ``%config ReactiveMagics.page_size = 100`` applies to the tables created afterwards."""
+
+    page_size = Int(50, help="Rows per page of the live table (each page request the "
+                             "browser makes asks for at least this many rows).").tag(config=True)
+    height = Int(0, help="Height of the live table's scroll box in pixels (0: as many "
+                         "rows as there are, up to 15).").tag(config=True)
 
     def __init__(self, shell: InteractiveShell, state: _State) -> None:
         super().__init__(shell)  # type: ignore[no-untyped-call]
         self.state = state
 
+    def table_options(self) -> dict[str, int | None]:
+        """``LiveTable`` options from the settings, validated when they are used."""
+        if self.page_size < 1:
+            raise UsageError(f"ReactiveMagics.page_size must be at least 1, not {self.page_size}")
+        if self.height < 0:
+            raise UsageError(f"ReactiveMagics.height must be 0 or more, not {self.height}")
+        return {"page_size": self.page_size, "height": self.height or None}
+
+    @_magic_arguments("%reactive")  # shown as "%%reactive": IPython adds a "%"
+    @_argument("name", help="the variable the live query is bound to (also the function name)")
+    @_argument("--deps", help="tables it depends on, comma separated (default: the tables "
+                             "the SQL reads)")
+    @_argument("--priority", choices=["high", "normal", "low"], default="normal",
+              help="refresh order among visible tables")
+    @_argument("--ttl", type=float, help="seconds a result may be served without a change")
+    @_argument("--key", help="primary-key columns, comma separated (to highlight changed rows)")
+    @_argument("--no-display", action="store_true", help="bind the variable, show no table")
     @line_cell_magic  # type: ignore[untyped-decorator]
     def reactive(self, line: str, cell: str | None = None) -> Any:
-        """Reactive SQL for notebooks; ``%reactive --help`` lists the commands."""
+        """Reactive SQL for notebooks.
+
+        As a cell (``%%reactive NAME``): define the reactive function NAME from the SQL
+        of the cell and bind its live query to the variable NAME. Each ``:param`` is read
+        from the notebook variable of the same name and sent as a bound parameter.
+        As a line: ``%reactive connect|status|refresh|priorities|tenant|tenants|close``
+        (``%reactive --help`` lists them).
+        """
         if cell is not None:
             return self._define(line, cell)
         words = _split(line)
@@ -132,8 +209,16 @@ class ReactiveMagics(Magics):
         command, rest = words[0], words[1:]
         if command == "connect":
             return self._connect(rest)
+        if command.lower() in _SQL_WORDS:
+            raise UsageError("%reactive takes a command, not SQL: write the SQL in a cell "
+                             "that starts with %%reactive NAME (its live query is bound to "
+                             "the variable NAME)")
         if command == "status":
             self._status(rest)
+        elif command == "tenant":
+            self._tenant(rest)
+        elif command == "tenants":
+            return self._tenants(rest)
         elif command == "refresh":
             self._refresh(rest)
         elif command == "priorities":
@@ -143,8 +228,8 @@ class ReactiveMagics(Magics):
                 raise UsageError("%reactive close takes no arguments")
             self.state.close()
         else:
-            raise UsageError(f"%reactive: unknown command {command!r} "
-                             "(connect, status, refresh, priorities, close; see --help)")
+            raise UsageError(f"%reactive: unknown command {command!r} (connect, status, "
+                             "refresh, priorities, tenant, tenants, close; see --help)")
         return None
 
     # -- connect ---------------------------------------------------------------------------
@@ -182,20 +267,22 @@ class ReactiveMagics(Magics):
     # -- %%reactive ------------------------------------------------------------------------
 
     def _define(self, line: str, sql: str) -> None:
-        parser = _Parser("%%reactive")
-        parser.add_argument("name")
-        parser.add_argument("--deps")
-        parser.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
-        parser.add_argument("--ttl", type=float)
-        parser.add_argument("--key")
-        parser.add_argument("--no-display", action="store_true")
-        args = parser.parse_args(_split(line))
+        try:
+            args = _margs.parse_argstring(self.reactive, line)  # type: ignore[no-untyped-call]
+        except UsageError as exc:
+            raise UsageError(f"%%reactive: {exc} (see %%reactive?)") from None
         name: str = args.name
         where = f"%%reactive {name}"
         shell = self.state.shell
         _check_name(name, where, shell)
         if not sql.strip():
             raise UsageError(f"{where}: the cell has no SQL")
+        template = _TEMPLATE.search(sql)
+        if template is not None:
+            var = template.group(1) if template.group(1).isidentifier() else "name"
+            raise UsageError(f"{where}: {template.group(0)} is not substituted; write :{var} "
+                             f"instead (a bound parameter read from the variable {var})")
+        options = self.table_options()
         db = self.state.require_db()
         from reactive_nb.db import ReactiveDB
         from reactive_nb.model.sql import sqlglot_dialect
@@ -249,7 +336,9 @@ class ReactiveMagics(Magics):
         if not args.no_display:
             from IPython.display import display
 
-            display(live)  # type: ignore[no-untyped-call]
+            table = live.widget()  # new with this live query: the settings apply
+            table.configure(**options)
+            display(table)  # type: ignore[no-untyped-call]
 
     # -- status and refresh ----------------------------------------------------------------
 
@@ -259,16 +348,61 @@ class ReactiveMagics(Magics):
         db = self.state.require_db()
         from IPython.display import display
 
+        frame = self.status_frame()
+        display(frame)  # type: ignore[no-untyped-call]
+        if frame.empty and db.functions:
+            print("(no live query from %%reactive; functions: "
+                  + ", ".join(sorted(db.functions)) + ")")
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    def _tenant(self, words: list[str]) -> None:
+        parser = _Parser("%reactive tenant")
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("--none", action="store_true")
+        args = parser.parse_args(words)
+        if bool(args.name) == bool(args.none):
+            raise UsageError("%reactive tenant: give a tenant NAME or --none")
+        db = self.state.require_db()
+        from reactive_nb.errors import ReactiveError
+        from reactive_nb.model.tenants import use_tenant
+
+        chosen = DEFAULT_TENANT if args.none else str(args.name)
+        try:
+            directory = db.tenant_directory
+            if directory is not None:
+                directory.use(None if args.none else chosen)
+            else:
+                use_tenant(db.check_tenant(chosen))
+        except (ReactiveError, ValueError) as exc:
+            raise UsageError(f"%reactive tenant: {one_line(exc)}") from None
+        self.state.tenant = chosen
+
+    def _tenants(self, words: list[str]) -> Any:
+        if words:
+            raise UsageError("%reactive tenants takes no arguments")
+        db = self.state.require_db()
+        from reactive_nb.errors import ReactiveError
+
+        try:
+            directory = db.tenant_directory
+            if directory is not None:
+                return directory.list()
+            from reactive_nb._frames import pandas
+
+            return pandas().DataFrame({"tenant": db.tenants.names()})
+        except ReactiveError as exc:
+            raise UsageError(f"%reactive tenants: {one_line(exc)}") from None
+
+    def status_frame(self) -> pd.DataFrame:
+        """What ``%reactive status`` shows: one row per live query of ``%%reactive``."""
         from reactive_nb._frames import pandas
 
         rows = [_status_row(name, live) for name, live in self.state.lives.items()]
         columns = ["name", "inputs", "watched tables", "status", "runs", "last run ms",
                    "hit rate", "visible"]
-        frame = pandas().DataFrame(rows, columns=columns)
-        display(frame)  # type: ignore[no-untyped-call]
-        if not rows and db.functions:
-            print("(no live query from %%reactive; functions: "
-                  + ", ".join(sorted(db.functions)) + ")")
+        frame: pd.DataFrame = pandas().DataFrame(rows, columns=columns)
+        return frame
 
     def _refresh(self, words: list[str]) -> None:
         parser = _Parser("%reactive refresh")
@@ -402,17 +536,21 @@ def _sql_handler(db: ReactiveDB, sql: str, params: list[str]) -> Any:
 def _status_row(name: str, live: LiveQuery) -> dict[str, Any]:
     from reactive_nb.events import ALL_TABLES
 
+    # The function's counters, not the live query's: the cell's own first run is a forced
+    # fetch outside the live query (it shows SQL errors in the cell), whose result the live
+    # query then reads from the cache. "hit rate" is None until something was looked up.
     fn: ReactiveFunction = live.function
     stats = fn.stats.as_dict()
     last = stats["last_ms"]
+    looked = stats["hits"] + stats["misses"]
     return {
         "name": name,
         "inputs": json.dumps(live.inputs, default=repr, ensure_ascii=False),
         "watched tables": ", ".join(sorted(fn.watched - {ALL_TABLES})),
         "status": live.status,
-        "runs": live.runs,
+        "runs": stats["runs"],
         "last run ms": None if last is None else round(last, 1),
-        "hit rate": round(stats["hit_rate"], 3),
+        "hit rate": round(stats["hit_rate"], 3) if looked else None,
         "visible": live.visible,
     }
 
@@ -451,6 +589,7 @@ def load_ipython_extension(ip: InteractiveShell) -> None:
     if state is None:
         state = _State(ip)
         setattr(ip, STATE_ATTR, state)
+        ip.events.register("pre_run_cell", state.apply_tenant)  # type: ignore[no-untyped-call]
     ip.register_magics(ReactiveMagics(ip, state))  # type: ignore[no-untyped-call]
 
 
@@ -463,6 +602,11 @@ def unload_ipython_extension(ip: InteractiveShell) -> None:
             state.close()
         finally:
             delattr(ip, STATE_ATTR)
+            with contextlib.suppress(ValueError):
+                ip.events.unregister(  # type: ignore[no-untyped-call]
+                    "pre_run_cell", state.apply_tenant)
+    # Magics.__init__ added the instance to %config's list: drop it with the magics.
+    ip.configurables[:] = [c for c in ip.configurables if not isinstance(c, ReactiveMagics)]
     table = sys.modules.get("reactive_nb.ui.widgets.table")
     if table is not None:
         table.stop_flush_thread()

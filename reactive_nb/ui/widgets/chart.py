@@ -67,6 +67,10 @@ class LiveChart(SourceFollower):
                          title=title if title is not None else "",
                          x_label=x, y_label=ys[0] if len(ys) == 1 else "", **kwargs)
 
+    def _static_columns(self) -> list[str] | None:
+        """The snapshot shows the plotted columns of the first rows."""
+        return [self.x, *([self.color] if self.color else []), *self.ys]
+
     def _state(self, df: Any, status: str, error: str | None,
                updated_at: Any) -> dict[str, Any]:
         state = self._common(status, error, updated_at)

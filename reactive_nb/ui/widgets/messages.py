@@ -2,8 +2,13 @@
 
 Browser -> Python (sent by `table.js` with `model.send`):
 
-- `PageRequest` ``{"type": "page", "start", "count", "seq", "sort"}``: the rows of a
-  window, in a sort order (``sort`` absent or null: the `sort` trait's order).
+- `PageRequest` ``{"type": "page", "start", "count", "seq", "sort", "search"}``: the rows
+  of a window, in a sort order (``sort`` absent or null: the `sort` trait's order), among
+  the rows matching a search (``search`` absent: the search applied last).
+- `SearchRequest` ``{"type": "search", "query"}``: filter the table to the rows of the
+  whole frame where some cell contains ``query`` (case-insensitive; "" shows every row).
+  Sent debounced while the user types; the flush thread pushes the result (the `search`
+  and `matched_rows` traits and a first `window`).
 - `Heartbeat` ``{"type": "heartbeat"}``: every 10 s while a view exists, it keeps the
   visibility report alive.
 
@@ -58,6 +63,14 @@ class PageRequest(_PageRequestKind, total=False):
     count: int
     seq: int | None  # echoed in the reply: the browser matches replies to requests
     sort: Sort
+    search: str
+
+
+class SearchRequest(TypedDict):
+    """Show only the rows where some cell's text contains ``query`` (case-insensitive)."""
+
+    type: Literal["search"]
+    query: str
 
 
 class Heartbeat(TypedDict):
@@ -66,7 +79,10 @@ class Heartbeat(TypedDict):
     type: Literal["heartbeat"]
 
 
-BrowserMessage: TypeAlias = "PageRequest | Heartbeat"
+BrowserMessage: TypeAlias = "PageRequest | SearchRequest | Heartbeat"
+
+MAX_SEARCH = 200
+"""Longest search text accepted (characters); a longer one is malformed."""
 
 
 # ---- Python -> browser ------------------------------------------------------------------
@@ -78,11 +94,12 @@ class RowsMessage(TypedDict):
     type: Literal["rows"]
     version: int  # the frame these rows come from (the `version` trait)
     sort: Sort  # the order they are in (as applied: an unknown column is [])
-    start: int  # position of the first row, clamped to the frame
+    search: str  # the search they match ("": every row)
+    start: int  # position of the first row among the matching rows, clamped
     rows: list[list[Cell]]
     changed: list[int]  # indices within `rows` changed by the last refresh
     changed_age_ms: float  # age of that refresh, so the highlight fades in step
-    total: int  # rows in the frame
+    total: int  # rows matching `search` (all the frame's rows when it is "")
 
 
 class RowsReply(RowsMessage):
@@ -110,6 +127,8 @@ def parse_browser_message(content: object) -> BrowserMessage | None:
         kind = content.get("type")
         if kind == "page":
             return _page_request(content)
+        if kind == "search":
+            return SearchRequest(type="search", query=_search(content.get("query")))
         if kind == "heartbeat":
             return Heartbeat(type="heartbeat")
         raise _Malformed(f"unknown message type {kind!r}")
@@ -130,7 +149,17 @@ def _page_request(content: dict[object, object]) -> PageRequest:
     sort = content.get("sort")
     if sort is not None:  # absent or null: the sort trait applies
         msg["sort"] = _sort(sort)
+    search = content.get("search")
+    if search is not None:  # absent or null: the search applied last
+        msg["search"] = _search(search)
     return msg
+
+
+def _search(value: object) -> str:
+    """A search text: a string of at most `MAX_SEARCH` characters, stripped."""
+    if not isinstance(value, str) or len(value) > MAX_SEARCH:
+        raise _Malformed(f"search is not a string of at most {MAX_SEARCH} characters")
+    return value.strip()
 
 
 def _integer(value: object, field: str) -> int:

@@ -108,6 +108,29 @@ def sort_order(df: pd.DataFrame, column: int, ascending: bool) -> npt.NDArray[np
     return np.asarray(ordered.index, dtype=np.intp)
 
 
+def search_mask(df: pd.DataFrame, query: str) -> npt.NDArray[np.bool_]:
+    """Rows of `df` where some cell's text contains `query`, ignoring case.
+
+    The whole frame is searched (not only the rows the browser has seen): one vectorised
+    substring test per column, O(rows x columns); callers cache the mask per
+    (frame, query). Nulls match nothing; numbers match their text (``42``, ``0.5``).
+    """
+    mask = np.zeros(len(df), dtype=np.bool_)
+    if not query:
+        mask[:] = True
+        return mask
+    needle = query.casefold()
+    for j in range(df.shape[1]):
+        column = df.iloc[:, j]
+        try:
+            text = column.astype("string")
+        except (TypeError, ValueError):  # objects without a text form pandas accepts
+            text = column.map(lambda v: None if _is_null(v) else str(v)).astype("string")
+        found = text.str.casefold().str.contains(needle, regex=False)
+        mask |= found.fillna(False).to_numpy(dtype=np.bool_)
+    return mask
+
+
 def page_positions(
     total: int, order: npt.NDArray[np.intp] | None, start: int, count: int
 ) -> tuple[int, Positions]:

@@ -1,8 +1,10 @@
 // Live table view for reactive_nb (anywidget ESM, no build step).
 //
 // The model holds the header state and one window of rows; other rows are asked for
-// with {type: "page", start, count, seq, sort} and arrive as {type: "rows", ...}; a
-// {type: "heartbeat"} every HEARTBEAT_MS keeps the visibility report alive. Each message
+// with {type: "page", start, count, seq, sort, search} and arrive as {type: "rows", ...};
+// the search box sends {type: "search", query} (debounced) and Python pushes the applied
+// `search`, `matched_rows` and a first window; a {type: "heartbeat"} every HEARTBEAT_MS
+// keeps the visibility report alive. Each message
 // kind is typed on the Python side in messages.py: keep the two in step.
 // Only the rows inside the scroll viewport are in the DOM; a spacer of
 // total_rows * ROW_H (scaled down past MAX_SCROLL_PX) gives the scrollbar its size.
@@ -12,6 +14,7 @@ const MAX_SCROLL_PX = 15000000; // browsers cap element heights (~33M px in Chro
 const VISIBLE_ROWS = 15; // height of the scroll box, in rows
 const OVERSCAN = 20; // rows asked for above and below the viewport
 const DEBOUNCE_MS = 40; // page requests while scrolling
+const SEARCH_DEBOUNCE_MS = 250; // search messages while typing
 const HEARTBEAT_MS = 10000; // keeps the visibility report alive in Python
 const CACHE_LIMIT = 5000; // rows kept in the browser before trimming
 
@@ -47,7 +50,13 @@ function render({ model, el }) {
   const count = div("rnb-count");
   const badge = div("rnb-badge");
   const ago = div("rnb-ago");
-  head.append(title, count, badge, ago);
+  const search = document.createElement("input");
+  search.type = "search";
+  search.className = "rnb-search";
+  search.placeholder = "search";
+  search.setAttribute("aria-label", "search every row");
+  search.value = model.get("search") || "";
+  head.append(title, count, search, badge, ago);
 
   const scroll = div("rnb-scroll");
   const colsRow = div("rnb-cols");
@@ -63,6 +72,8 @@ function render({ model, el }) {
   const changedAt = new Map(); // view position -> performance.now() of the change
   let cacheVersion = null;
   let cacheSort = null;
+  let cacheSearch = null;
+  let searchDebounce = null;
   let seq = 0;
   let inflight = null; // {start, end, version, sort, at}
   let debounce = null;
@@ -75,11 +86,14 @@ function render({ model, el }) {
   function resetIfStale() {
     const version = model.get("version");
     const sort = model.get("sort");
-    if (version !== cacheVersion || !sameSort(sort, cacheSort)) {
+    const query = model.get("search") || "";
+    if (version !== cacheVersion || !sameSort(sort, cacheSort) || query !== cacheSearch) {
+      if (cacheSearch !== null && query !== cacheSearch) scroll.scrollTop = 0; // new matches
       cache.clear();
       changedAt.clear();
       cacheVersion = version;
       cacheSort = sort;
+      cacheSearch = query;
       inflight = null;
     }
   }
@@ -88,6 +102,7 @@ function render({ model, el }) {
     if (!msg || !Array.isArray(msg.rows)) return false;
     resetIfStale();
     if (msg.version !== cacheVersion || !sameSort(msg.sort, cacheSort)) return false;
+    if ((msg.search || "") !== cacheSearch) return false;
     msg.rows.forEach((row, i) => cache.set(msg.start + i, row));
     if (msg.changed && msg.changed.length) {
       const t0 = performance.now() - (msg.changed_age_ms || 0);
@@ -98,10 +113,14 @@ function render({ model, el }) {
     return true;
   }
 
+  function shownRows() {
+    return model.get("search") ? model.get("matched_rows") : model.get("total_rows");
+  }
+
   function request(first, n, now) {
-    const total = model.get("total_rows");
+    const total = shownRows();
     const start = Math.max(0, first - OVERSCAN);
-    const end = Math.min(total, first + n + OVERSCAN);
+    const end = Math.min(total, Math.max(first + n + OVERSCAN, start + model.get("page_size")));
     if (end <= start) return;
     const sort = model.get("sort");
     if (
@@ -117,7 +136,7 @@ function render({ model, el }) {
     clearTimeout(debounce);
     const send = () => {
       inflight = { start, end, version: cacheVersion, sort, at: performance.now() };
-      model.send({ type: "page", start, count: end - start, seq: ++seq, sort });
+      model.send({ type: "page", start, count: end - start, seq: ++seq, sort, search: cacheSearch });
     };
     if (now) send();
     else debounce = setTimeout(send, DEBOUNCE_MS);
@@ -140,7 +159,12 @@ function render({ model, el }) {
     root.dataset.name = name;
     title.textContent = name;
     const total = model.get("total_rows");
-    count.textContent = `${total.toLocaleString("en-US")} rows`;
+    count.textContent = model.get("search")
+      ? `${model.get("matched_rows").toLocaleString("en-US")} of ${total.toLocaleString("en-US")}`
+      : `${total.toLocaleString("en-US")} rows`;
+    if (document.activeElement !== search && searchDebounce === null) {
+      search.value = model.get("search") || ""; // another view, or a restored state
+    }
     root.dataset.status = status;
     badge.dataset.status = status;
     badge.textContent = status;
@@ -179,7 +203,7 @@ function render({ model, el }) {
   }
 
   function geometry() {
-    const total = model.get("total_rows");
+    const total = shownRows();
     const headH = colsRow.offsetHeight;
     const viewH = Math.max(ROW_H, scroll.clientHeight - headH);
     const fullH = total * ROW_H;
@@ -197,9 +221,15 @@ function render({ model, el }) {
     const columns = model.get("columns") || [];
     scroll.hidden = columns.length === 0;
     // Size the box first: geometry() reads its height to know how many rows fit.
-    const rowsShown = Math.max(1, Math.min(model.get("total_rows"), VISIBLE_ROWS));
-    const chrome = scroll.offsetHeight - scroll.clientHeight;
-    scroll.style.height = `${colsRow.offsetHeight + rowsShown * ROW_H + chrome}px`;
+    const height = model.get("height");
+    scroll.style.boxSizing = height ? "border-box" : ""; // height: the box's outer height
+    if (height) {
+      scroll.style.height = `${height}px`;
+    } else {
+      const rowsShown = Math.max(1, Math.min(shownRows(), VISIBLE_ROWS));
+      const chrome = scroll.offsetHeight - scroll.clientHeight;
+      scroll.style.height = `${colsRow.offsetHeight + rowsShown * ROW_H + chrome}px`;
+    }
     const g = geometry();
     spacer.style.height = `${g.spacerH}px`;
     layer.style.transform = `translateY(${Math.max(0, g.layerTop)}px)`;
@@ -229,7 +259,15 @@ function render({ model, el }) {
     layer.replaceChildren(...nodes);
     const status = model.get("status");
     empty.textContent =
-      g.total > 0 ? "" : status === "loading" ? "loading…" : status === "error" ? "no data" : "no rows";
+      g.total > 0
+        ? ""
+        : status === "loading"
+          ? "loading…"
+          : status === "error"
+            ? "no data"
+            : model.get("search")
+              ? "no matching rows"
+              : "no rows";
     empty.hidden = g.total > 0;
     if (missing) request(g.first, g.n, false);
     trimCache(g.first, g.n);
@@ -277,6 +315,16 @@ function render({ model, el }) {
     schedule();
   }
 
+  function onSearchInput() {
+    clearTimeout(searchDebounce);
+    searchDebounce = setTimeout(() => {
+      searchDebounce = null;
+      const query = search.value.trim();
+      if (query !== (model.get("search") || "")) model.send({ type: "search", query });
+    }, SEARCH_DEBOUNCE_MS);
+  }
+  search.addEventListener("input", onSearchInput);
+
   function onCustom(msg) {
     if (msg && msg.type === "rows" && absorb(msg)) schedule();
   }
@@ -298,6 +346,9 @@ function render({ model, el }) {
     "change:updated_at",
     "change:runs",
     "change:total_rows",
+    "change:matched_rows",
+    "change:search",
+    "change:height",
     "change:columns",
     "change:name",
   ];
@@ -338,6 +389,8 @@ function render({ model, el }) {
     clearInterval(heartbeat);
     clearInterval(ticker);
     clearTimeout(debounce);
+    clearTimeout(searchDebounce);
+    search.removeEventListener("input", onSearchInput);
     if (frame !== null) cancelAnimationFrame(frame);
     observer.disconnect();
     resize.disconnect();

@@ -1,12 +1,15 @@
 """`LiveTable`: the anywidget that shows a live query and keeps itself current.
 
 The browser never receives a whole frame: it asks for the rows it shows (custom message
-`{"type": "page", "start", "count", "seq", "sort"}`) and gets only those back
+`{"type": "page", "start", "count", "seq", "sort", "search"}`) and gets only those back
 (`{"type": "rows", ...}`); the synced state carries the header, the status and one
-window of rows. Each message kind is a TypedDict in `messages.py`; incoming ones are
-parsed into their type before they are dispatched. Source changes arrive on worker
-threads and reach the browser through the shared flush thread (`flush.py`): one writer
-per widget, coalesced, throttled.
+window of rows. Sorting and searching happen in Python over the whole frame: the search
+box sends `{"type": "search", "query"}` (debounced), and the flush thread pushes the
+applied `search`, the number of `matched_rows` and their first window. Each message
+kind is a TypedDict in `messages.py`; incoming ones are parsed into their type before
+they are dispatched. Source changes arrive on worker threads and reach the browser
+through the shared flush thread (`flush.py`): one writer per widget, coalesced,
+throttled.
 Browser messages may be handled on a kernel subshell thread, concurrently with a flush:
 the frame/sort cache is guarded by `_lock`, which is never held while sending.
 
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import logging
 import pathlib
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import anywidget
 import traitlets
@@ -42,6 +46,7 @@ from reactive_nb.ui.widgets.messages import (
     PythonMessage,
     RowsMessage,
     RowsReply,
+    SearchRequest,
     parse_browser_message,
 )
 
@@ -59,6 +64,14 @@ VISIBILITY_TTL = 30.0
 """Seconds without a visibility report or heartbeat after which visibility is unknown."""
 HIGHLIGHT_SECONDS = 1.5
 """How long changed rows stay highlighted after a refresh."""
+
+_ViewKey: TypeAlias = "tuple[tuple[str, bool] | None, str]"
+"""(sort, search) of a cached ordering of the current frame."""
+
+STATIC_ROWS = 10
+"""Rows of the static HTML snapshot shown where no widget can run (nbconvert, GitHub)."""
+VIEW_CACHE = 8
+"""(sort, search) orderings kept per frame: a few searches typed in a row stay cached."""
 
 _FLUSHER = Flusher(interval=0.1)
 
@@ -124,6 +137,12 @@ class LiveTable(anywidget.AnyWidget):
     version = traitlets.Int(0).tag(sync=True)
     window = traitlets.Dict().tag(sync=True)
     page_size = traitlets.Int(50).tag(sync=True)
+    #: Height of the scroll box in pixels; None: as many rows as there are, up to 15.
+    height = traitlets.Int(None, allow_none=True).tag(sync=True)
+    #: The search applied (written by the flush thread; the browser sends a message).
+    search = traitlets.Unicode("").tag(sync=True)
+    #: Rows matching `search` (`total_rows` when there is none).
+    matched_rows = traitlets.Int(0).tag(sync=True)
     highlight_ms = traitlets.Int(int(HIGHLIGHT_SECONDS * 1000)).tag(sync=True)
     # Browser -> Python (never written by Python).
     sort: traitlets.List[Any] = traitlets.List().tag(sync=True)
@@ -134,12 +153,16 @@ class LiveTable(anywidget.AnyWidget):
         source: TableSource,
         page_size: int = 50,
         *,
+        height: int | None = None,
         flusher: Flusher | None = None,
         **kwargs: Any,
     ) -> None:
-        """`flusher`: the one writer that pushes this table's changes (default: the
-        shared flush thread). Tests pass a `Flusher(clock=..., threaded=False)` and step
-        it; its clock is also the table's (highlight ages, visibility decay)."""
+        """`page_size`: rows per page request (and of the first window); `height`: of the
+        scroll box in pixels (None: fits up to 15 rows). `flusher`: the one writer that
+        pushes this table's changes (default: the shared flush thread). Tests pass a
+        `Flusher(clock=..., threaded=False)` and step it; its clock is also the table's
+        (highlight ages, visibility decay)."""
+        page_size, height = _checked_size(page_size, height)
         self._source = source
         self._flusher = _FLUSHER if flusher is None else flusher
         self._clock = self._flusher.clock
@@ -151,17 +174,19 @@ class LiveTable(anywidget.AnyWidget):
         self._sort_lock = threading.Lock()
         self._frame: pd.DataFrame | None = None
         self._version = 0
-        self._order: npt.NDArray[np.intp] | None = None
-        self._order_key: tuple[int, tuple[str, bool]] | None = None
+        # Orderings of `_frame` by (sort, search): positions of the rows shown, in order.
+        self._views: dict[_ViewKey, npt.NDArray[np.intp]] = {}
+        self._search = ""  # the search applied (the `search` trait follows it)
+        self._search_wanted = ""  # the last one the browser asked for
         self._changed: npt.NDArray[np.bool_] | None = None
         self._changed_at = 0.0
-        self._window_req = (0, max(1, int(page_size)))
+        self._window_req = (0, page_size)
         self._last_report: float | None = None
         self._decayed = False
         self._closed = False
 
         state = self._collect(initial=True)
-        state["page_size"] = max(1, int(page_size))
+        state["page_size"], state["height"] = page_size, height
         super().__init__(**state, **kwargs)
         self.on_msg(self._on_msg)
         self.observe(self._on_visible, names=["visible"])
@@ -195,24 +220,38 @@ class LiveTable(anywidget.AnyWidget):
             return None
         return value if value is None else bool(value)
 
-    def page(self, start: int, count: int, sort: Sequence[Any] | None = None) -> RowsMessage:
-        """The `rows` payload for the window [start, start+count) in `sort` order
-        (default: the current `sort` trait). Thread-safe; sorts at most once per
-        (frame, sort); formats only the window."""
+    def configure(self, *, page_size: int | None = None, height: int | None = None) -> None:
+        """Change the rows per page and the height (pixels; None: fit up to 15 rows)."""
+        size, tall = _checked_size(self.page_size if page_size is None else page_size, height)
+        with self._lock:
+            self._window_req = (self._window_req[0], size)
+        with self.hold_sync():
+            self.page_size, self.height = size, tall
+
+    def page(self, start: int, count: int, sort: Sequence[Any] | None = None,
+             search: str | None = None) -> RowsMessage:
+        """The `rows` payload for the window [start, start+count) of the rows matching
+        `search` (default: the search applied) in `sort` order (default: the current
+        `sort` trait). Thread-safe; sorts and searches at most once per (frame, sort,
+        search); formats only the window."""
         sort_key = self._sort_key(self.sort if sort is None else sort)
         with self._lock:
             frame, version = self._frame, self._version
             changed, changed_at = self._changed, self._changed_at
+            query = self._search if search is None else search
         if frame is None:
-            return _rows_message(version, sort_key, 0, [], [], 0.0, 0)
-        order = self._ordering(frame, sort_key)
-        start, positions = paging.page_positions(len(frame), order, start, count)
+            return _rows_message(version, sort_key, query, 0, [], [], 0.0, 0)
+        order = self._ordering(frame, sort_key, query)
+        total = len(frame) if order is None else len(order)
+        start, positions = paging.page_positions(total, order, start, count)
         rows = paging.format_page(frame, positions)
         marks, age = self._marks(changed, changed_at, positions)
-        return _rows_message(version, sort_key, start, rows, marks, age, len(frame))
+        return _rows_message(version, sort_key, query, start, rows, marks, age, total)
 
     def close(self) -> None:
         """Stop following the source, report visibility as unknown, close the comm."""
+        if not hasattr(self, "_lock"):  # __init__ refused its arguments: nothing to undo
+            return
         with self._lock:
             if self._closed:
                 return
@@ -245,21 +284,32 @@ class LiveTable(anywidget.AnyWidget):
         with self._lock:
             previous = self._frame
             start, count = self._window_req
+            searched = self._search_wanted != self._search
+            self._search = self._search_wanted
+            query = self._search
+        if searched:
+            start = 0  # a new search starts at its first match
+            with self._lock:
+                self._window_req = (0, count)
         if df is previous and not initial:
+            if searched:
+                window = self.page(start, count, sort=self.sort, search=query)
+                state.update(search=query, matched_rows=window["total"], window=window)
             return state
         key = getattr(src, "primary_key", None)
         changed = None if df is None else paging.changed_rows(previous, df, key)
         with self._lock:
             self._frame = df
             self._version += 1
-            self._order, self._order_key = None, None
+            self._views = {}
             self._changed, self._changed_at = changed, self._clock()
             version = self._version
         state["version"] = version
         state["total_rows"] = 0 if df is None else len(df)
         state["columns"] = [] if df is None else paging.column_kinds(df)
         sort = None if initial else self.sort
-        state["window"] = self.page(start, count, sort=sort if sort is not None else [])
+        window = self.page(start, count, sort=sort if sort is not None else [], search=query)
+        state.update(search=query, matched_rows=window["total"], window=window)
         return state
 
     def _flush(self) -> bool:
@@ -297,6 +347,8 @@ class LiveTable(anywidget.AnyWidget):
         try:
             if msg["type"] == "page":
                 self._on_page_request(msg)
+            elif msg["type"] == "search":
+                self._on_search(msg)
             elif msg["type"] == "heartbeat" and self._alive():
                 self._report(self.visible)
         except Exception:
@@ -304,11 +356,20 @@ class LiveTable(anywidget.AnyWidget):
 
     def _on_page_request(self, msg: PageRequest) -> None:
         self._alive()
-        page = self.page(msg.get("start", 0), msg.get("count", self.page_size), msg.get("sort"))
+        page = self.page(msg.get("start", 0), msg.get("count", self.page_size), msg.get("sort"),
+                         msg.get("search"))
         reply: RowsReply = {**page, "seq": msg.get("seq")}
         with self._lock:
             self._window_req = (page["start"], max(1, msg.get("count", 1)))
         self._send_message(reply)
+
+    def _on_search(self, msg: SearchRequest) -> None:
+        # Like a source change: record what is wanted, the flush thread computes and pushes
+        # it (one writer; a burst of keystrokes that got past the debounce is coalesced).
+        self._alive()
+        with self._lock:
+            self._search_wanted = msg["query"]
+        self._flusher.request(self)
 
     def _on_visible(self, change: Any) -> None:
         with self._lock:
@@ -341,24 +402,75 @@ class LiveTable(anywidget.AnyWidget):
         return (sort[0], ascending)
 
     def _ordering(
-        self, frame: pd.DataFrame, sort_key: tuple[str, bool] | None
+        self, frame: pd.DataFrame, sort_key: tuple[str, bool] | None, search: str = ""
     ) -> npt.NDArray[np.intp] | None:
-        """Positions of `frame` in `sort_key` order (None: frame order), cached."""
-        if sort_key is None:
-            return None
-        column = paging.column_position(frame, sort_key[0])
+        """Positions of the rows of `frame` matching `search`, in `sort_key` order
+        (None: every row, in frame order), cached per (frame, sort, search)."""
+        import numpy as np
+
+        column = None if sort_key is None else paging.column_position(frame, sort_key[0])
         if column is None:
+            sort_key = None
+        if sort_key is None and not search:
             return None
-        cache_key = (id(frame), sort_key)
         with self._sort_lock:
-            with self._lock:
-                if self._frame is frame and self._order_key == cache_key:
-                    return self._order
-            order = paging.sort_order(frame, column, sort_key[1])
-            with self._lock:
-                if self._frame is frame:
-                    self._order, self._order_key = order, cache_key
+            view = self._cached_view(frame, (sort_key, search))
+            if view is not None:
+                return view
+            if sort_key is None:
+                order = None
+            else:
+                order = self._cached_view(frame, (sort_key, ""))
+                if order is None:
+                    assert column is not None
+                    order = paging.sort_order(frame, column, sort_key[1])
+                    self._keep_view(frame, (sort_key, ""), order)
+            if search:
+                mask = paging.search_mask(frame, search)
+                order = np.flatnonzero(mask) if order is None else order[mask[order]]
+                self._keep_view(frame, (sort_key, search), order)
         return order
+
+    def _cached_view(self, frame: pd.DataFrame, key: _ViewKey) -> npt.NDArray[np.intp] | None:
+        with self._lock:
+            return self._views.get(key) if self._frame is frame else None
+
+    def _keep_view(self, frame: pd.DataFrame, key: _ViewKey,
+                   order: npt.NDArray[np.intp]) -> None:
+        with self._lock:
+            if self._frame is not frame:
+                return
+            self._views[key] = order
+            while len(self._views) > VIEW_CACHE:  # the oldest first (dicts keep order)
+                del self._views[next(iter(self._views))]
+
+    # ---- display where no widget runs ----------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget view, plus a static HTML snapshot for renderers without a widget
+        manager: nbconvert uses the widget view only when the widget state was saved
+        with the notebook, and GitHub never does, so both show the `text/html`."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle  # (data, metadata)
+        if isinstance(data, dict):
+            with contextlib.suppress(Exception):  # a display must not fail on a snapshot
+                data["text/html"] = self.static_html()
+        return bundle
+
+    def static_html(self, rows: int = STATIC_ROWS) -> str:
+        """A self-contained HTML snapshot: the name, status, "updated at", the row count
+        and the first `rows` rows in the current sort and search."""
+        window = self.page(0, rows)
+        columns = [c["name"] for c in self.columns]
+        count = f"{self.total_rows:,} rows"
+        if window["search"]:
+            count = f"{window['total']:,} of {self.total_rows:,} rows matching " \
+                    f"{window['search']!r}"
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(paging.display_text(v))}</td>" for v in row)
+            + "</tr>" for row in window["rows"])
+        return static_card(self.name, self.status, self.error, self.updated_at, count,
+                           columns, body, shown=len(window["rows"]), total=window["total"])
 
     def _marks(
         self,
@@ -374,9 +486,52 @@ class LiveTable(anywidget.AnyWidget):
         return [int(i) for i in flags.nonzero()[0]], round(age * 1000.0, 1)
 
 
+def _checked_size(page_size: int, height: int | None) -> tuple[int, int | None]:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise ValueError(f"page_size must be a positive integer, not {page_size!r}")
+    if height is not None and (isinstance(height, bool) or not isinstance(height, int)
+                               or height < 1):
+        raise ValueError(f"height must be a positive number of pixels or None, not {height!r}")
+    return page_size, height
+
+
+def frame_rows_html(df: Any, columns: Sequence[str] | None = None,
+                    rows: int = STATIC_ROWS) -> tuple[list[str], str, int, int]:
+    """(column names, ``<tr>`` rows, rows shown, rows in all) of the first `rows` rows
+    of `df` (only `columns` when given and present), for `static_card`."""
+    if df is None:
+        return [], "", 0, 0
+    if columns is not None:
+        picked = [j for j, c in enumerate(df.columns) if str(c) in set(columns)]
+        df = df.iloc[:, picked]
+    positions = slice(0, min(rows, len(df)))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(paging.display_text(v))}</td>" for v in row)
+        + "</tr>" for row in paging.format_page(df, positions))
+    return [str(c) for c in df.columns], body, min(rows, len(df)), len(df)
+
+
+def static_card(name: str, status: str, error: str | None, updated_at: str | None,
+                summary: str, columns: Sequence[str], body: str, *, shown: int,
+                total: int) -> str:
+    """The static snapshot's HTML (inline styles only: GitHub strips classes and CSS)."""
+    esc = html.escape
+    when = f"updated at {esc(updated_at)}" if updated_at else "not updated yet"
+    problem = f" &middot; {esc(error)}" if status == "error" and error else ""
+    head = "".join(f"<th style=\"text-align:left\">{esc(c)}</th>" for c in columns)
+    more = (f"<p><small>first {shown:,} of {total:,} rows; a static snapshot: run the "
+            "notebook for the live table</small></p>") if total > shown else ""
+    table = (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+             if columns else "")
+    return (f"<div class=\"rnb-static\" data-status=\"{esc(status)}\">"
+            f"<p><strong>{esc(name)}</strong> &middot; {esc(summary)} &middot; "
+            f"<code>{esc(status)}</code>{problem} &middot; {when}</p>{table}{more}</div>")
+
+
 def _rows_message(
     version: int,
     sort_key: tuple[str, bool] | None,
+    search: str,
     start: int,
     rows: list[list[Cell]],
     changed: list[int],
@@ -387,6 +542,7 @@ def _rows_message(
         "type": "rows",
         "version": version,
         "sort": [] if sort_key is None else [sort_key[0], sort_key[1]],
+        "search": search,
         "start": start,
         "rows": rows,
         "changed": changed,

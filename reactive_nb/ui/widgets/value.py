@@ -85,6 +85,28 @@ class SourceFollower(anywidget.AnyWidget):
     def _on_source_change(self, _change: Any) -> None:
         self._flusher.request(self)  # any worker thread: only mark dirty
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget view, plus a static HTML snapshot for nbconvert (which prefers the
+        widget view only when the widget state was saved) and GitHub (never widgets)."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle  # (data, metadata)
+        if isinstance(data, dict):
+            with contextlib.suppress(Exception):  # a display must not fail on a snapshot
+                data["text/html"] = self.static_html()
+        return bundle
+
+    def static_html(self) -> str:
+        """A static HTML snapshot: name, status, "updated at" and the first rows."""
+        with self._lock:
+            df = self._frame
+        columns, body, shown, total = table.frame_rows_html(df, self._static_columns())
+        return table.static_card(self.name, self.status, self.error, self.updated_at,
+                                 f"{total:,} rows", columns, body, shown=shown, total=total)
+
+    def _static_columns(self) -> list[str] | None:
+        """The columns the snapshot shows (None: all)."""
+        return None
+
     def _flush(self) -> bool:
         """Push the latest state (flush thread only); True when it carried a new frame."""
         with self._lock:
@@ -137,6 +159,11 @@ class LiveValue(SourceFollower):
         state["value"] = value
         state["text"] = "-" if value is None else self._format(value)
         return state
+
+    def static_html(self) -> str:
+        """A static HTML snapshot: the label, the number, status and "updated at"."""
+        return table.static_card(self.name, self.status, self.error, self.updated_at,
+                                 f"{self.label}: {self.text}", [], "", shown=0, total=0)
 
     def _pick(self, df: Any) -> Any:
         if df is None:
