@@ -380,6 +380,26 @@ rnb_db.execute(
 latest_messages.wait(timeout=10)
 latest_messages.df.head(3)"""),
     ("code", "%reactive status"),
+    ("markdown", """\
+## Tenants
+
+Every organization is a tenant: its cache entries, version counters and changes are its
+own. `%reactive tenant NAME` makes the next cells run as that tenant, so a write made as
+one organization never refreshes another's tables. (With `rnb_db.tenancy(...)` tenants may
+live in databases of their own, and the same magic checks that you may open them.)"""),
+    ("code", '%reactive tenant globex\norg = "globex"'),
+    ("code", """\
+%%reactive globex_agents --key id
+SELECT id, name, status FROM agent WHERE organization_id = :org ORDER BY id"""),
+    ("markdown", """\
+A write made as `acme` does not even attempt a refresh of `globex`'s live query:"""),
+    ("code", """\
+globex_agents.wait(timeout=10)
+before = globex_agents.attempts
+with rnb_db.tenant("acme"):
+    rnb_db.execute("UPDATE agent SET status = 'away' WHERE organization_id = 'acme'")
+assert globex_agents.attempts == before
+%reactive tenant --none"""),
 ]
 
 
