@@ -556,3 +556,31 @@ def test_another_kernels_writes_and_revocations_reach_this_one(
         assert cleared.wait(10), lives["globex"].status
         assert lives["globex"].status == "error"
         assert lives["hooli"].df is not None and lives["hooli"].status == "fresh"
+
+
+def test_cli_installs_triggers_in_every_tenant_database(cluster: Cluster) -> None:
+    """``reactive-nb install-triggers TEMPLATE --tenants-from MAIN --database-query SQL``
+    installs capture in each tenant's own database (and on the main directory tables);
+    without --database-query it is one line and exit 2."""
+    import subprocess
+    import sys
+
+    from reactive_nb.capture.postgres import installed_tables
+
+    template = pg_url_of("{database}")
+    query = "SELECT database_name FROM organization WHERE id = :tenant"
+    base = [sys.executable, "-m", "reactive_nb.ui.cli", "install-triggers", template,
+            "--tenants-from", cluster.main]
+    done = subprocess.run([*base, "--database-query", query], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in cluster.own.values():
+        assert f"{name}: change capture on 1 table(s): note" in done.stdout
+        engine = create_engine(pg_url_of(name))
+        try:
+            assert "note" in installed_tables(engine)
+        finally:
+            engine.dispose()
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "--database-query" in refused.stderr

@@ -4,8 +4,8 @@
     reactive-nb notify --redis URL [--url DBURL [--force]] [--tenant T] [--prefix P] TABLE...
     reactive-nb watch --redis URL [--url DBURL] [--tenant T ...] [--prefix P] [--seconds N]
     reactive-nb install-triggers URL [--tables a,b] [--tenant-column col]
+    reactive-nb install-triggers TEMPLATE --tenants-from MAIN_URL --database-query SQL
     reactive-nb uninstall-triggers URL
-    reactive-nb bench
 
 ``notify`` is for writers that do not use reactive_nb; it does exactly what these two
 Redis commands do (the version first, so a reader that hears the change sees it)::
@@ -529,6 +529,37 @@ def _triggers(args: argparse.Namespace, install: bool) -> int:
     return 0
 
 
+def _tenant_triggers(args: argparse.Namespace) -> int:
+    """Triggers in every tenant database the main database lists (``db.tenancy``)."""
+    from reactive_nb.db import connect
+
+    if not args.database_query:
+        raise CliError("--tenants-from needs --database-query (the query returning a "
+                       "tenant's database name, with :tenant)")
+    if "{database}" not in args.url:
+        raise CliError(f"with --tenants-from, URL is the template of the tenant databases' "
+                       f"URLs and must contain {{database}}, got {args.url!r}")
+    _database_url(args.tenants_from)
+    try:
+        db = connect(args.tenants_from, capture="local", workers=0,
+                     tenant_column=args.tenant_column)
+    except Exception as exc:
+        raise CliError(f"cannot connect: {one_line(exc)}") from None
+    try:
+        tables = ([t.strip() for t in args.tables.split(",") if t.strip()]
+                  if args.tables else None)
+        installed = db.tenancy(database=args.database_query, url=args.url,
+                               user="reactive-nb").install_triggers(tables)
+    except Exception as exc:
+        raise CliError(one_line(exc)) from None
+    finally:
+        db.close()
+    for database, names in sorted(installed.items()):
+        where = database or "the main database"
+        _say(f"{where}: change capture on {len(names)} table(s): {', '.join(names)}")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -584,11 +615,18 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("url")
     install.add_argument("--tables", help="comma-separated (default: every table)")
     install.add_argument("--tenant-column", help="column naming the tenant (PostgreSQL)")
+    install.add_argument("--tenants-from", metavar="MAIN_URL",
+                         help="install in every tenant database listed by the main database "
+                              "MAIN_URL (URL is then the template of their URLs, with "
+                              "{database}) and on its directory tables")
+    install.add_argument("--database-query", metavar="SQL",
+                         help="with --tenants-from: the query returning a tenant's database "
+                              "name, e.g. \"SELECT database_name FROM organization WHERE "
+                              "id = :tenant\"")
 
     uninstall = sub.add_parser("uninstall-triggers", help="remove what install-triggers added")
     uninstall.add_argument("url")
 
-    sub.add_parser("bench", help="benchmarks")
     return parser
 
 
@@ -612,10 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _notify(args)
         if command == "watch":
             return _watch(args)
-        if command in ("install-triggers", "uninstall-triggers"):
-            return _triggers(args, install=command == "install-triggers")
-        _say("see benchmarks/README.md")
-        return 0
+        if command == "install-triggers" and args.tenants_from:
+            return _tenant_triggers(args)
+        return _triggers(args, install=command == "install-triggers")
     except CliError as exc:
         where = PROG if command == "?" else f"{PROG} {command}"
         print(f"{where}: {exc}", file=sys.stderr, flush=True)
