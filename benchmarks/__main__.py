@@ -22,9 +22,9 @@ SUITES = {"core": "bench_core", "live": "bench_live", "external": "bench_externa
           "widget": "bench_widget", "scale": "bench_scale",
           "faults": "bench_faults",
           "tenants": "bench_tenants",
-          "soak": "bench_soak"}
+          "soak": "bench_soak", "model": "bench_model"}
 #: What a bare ``python -m benchmarks`` runs: the long multi-process suites are asked for.
-DEFAULT = [name for name in SUITES if name not in ("scale", "soak")]
+DEFAULT = [name for name in SUITES if name not in ("scale", "soak", "model")]
 
 
 class _Suite(Protocol):

@@ -117,3 +117,19 @@ def no_leaked_threads() -> Iterator[None]:
         leaked[0].join(timeout=0.1)
         leaked = [t for t in our_threads() if t not in before and t.is_alive()]
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+def _register_hypothesis_profiles() -> None:
+    """``ci`` (what the model-based tests run when no profile is chosen: each ~20 s on 2
+    cores) and ``soak`` (``--hypothesis-profile soak``, run by ``benchmarks --only
+    model``). Other property tests keep Hypothesis' default unless a profile is chosen."""
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.filter_too_much]
+    settings.register_profile("ci", max_examples=15, stateful_step_count=12,
+                              deadline=None, suppress_health_check=quiet)
+    settings.register_profile("soak", max_examples=500, stateful_step_count=40,
+                              deadline=None, suppress_health_check=quiet)
+
+
+_register_hypothesis_profiles()
