@@ -397,7 +397,7 @@ A write made as `acme` does not even attempt a refresh of `globex`'s live query:
 globex_agents.wait(timeout=10)
 before = globex_agents.attempts
 with rnb_db.tenant("acme"):
-    rnb_db.execute("UPDATE agent SET status = 'away' WHERE organization_id = 'acme'")
+    rnb_db.execute("UPDATE agent SET updated_at = CURRENT_TIMESTAMP WHERE organization_id = 'acme'")
 assert globex_agents.attempts == before
 %reactive tenant --none"""),
 ]
