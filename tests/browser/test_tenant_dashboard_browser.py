@@ -86,7 +86,7 @@ def test_tenant_dashboard_moves_and_follows_the_tenant(voila: harness.Voila,
     try:
         page.wait_for_function(
             "([sel, n]) => document.querySelector(sel).textContent.replace(/,/g, '') === String(n)",
-            arg=[KPI.format("Messages"), expected], timeout=5000)
+            arg=[KPI.format("Messages"), expected], timeout=30000)
     except Exception as exc:
         statuses = page.evaluate("() => Array.from(document.querySelectorAll("
                                  "'.rnb-badge, .rnb-value-status'), (b) => b.textContent)")
@@ -95,12 +95,12 @@ def test_tenant_dashboard_moves_and_follows_the_tenant(voila: harness.Voila,
     # (the chart shows the last 10 active days: a message on a new day moves the window)
     page.wait_for_function(
         "([sel, n]) => Number(document.querySelector(sel).dataset.total) !== n",
-        arg=[CHART, chart_before], timeout=5000)
+        arg=[CHART, chart_before], timeout=30000)
     chart_after = float(page.get_attribute(CHART, "data-total") or "nan")
-    page.wait_for_function(_FEED_HAS_JS, arg=body, timeout=5000)
+    page.wait_for_function(_FEED_HAS_JS, arg=body, timeout=30000)
     page.wait_for_function(
         "() => document.querySelector('.rnb-table[data-name=\"feed\"] .rnb-badge')"
-        ".textContent === 'fresh'", timeout=5000)
+        ".textContent === 'fresh'", timeout=30000)
     page.set_viewport_size({"width": 1400, "height": 1900})  # Voila scrolls inside the page
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(view.screenshot("tenant-dashboard"), SCREENSHOT)
@@ -110,14 +110,14 @@ def test_tenant_dashboard_moves_and_follows_the_tenant(voila: harness.Voila,
     globex = _count(database, "globex")
     page.wait_for_function(
         "([sel, n]) => document.querySelector(sel).textContent.replace(/,/g, '') === String(n)",
-        arg=[KPI.format("Messages"), globex], timeout=10000)
+        arg=[KPI.format("Messages"), globex], timeout=30000)
     assert page.locator("h2", has_text="Organization: globex").count() == 1
     with sqlite3.connect(database) as conn:
         newest = conn.execute("SELECT body FROM message WHERE organization_id = 'globex' "
                               "ORDER BY id DESC LIMIT 1").fetchone()[0]
-    page.wait_for_function(_FEED_HAS_JS, arg=newest, timeout=10000)
+    page.wait_for_function(_FEED_HAS_JS, arg=newest, timeout=30000)
     assert not page.evaluate(_FEED_HAS_JS, body)  # acme's message is gone from the feed
     page.wait_for_function(
         "([sel, n]) => Number(document.querySelector(sel).dataset.total) !== n",
-        arg=[CHART, chart_after], timeout=10000)
+        arg=[CHART, chart_after], timeout=30000)
     view.assert_no_console_errors()
