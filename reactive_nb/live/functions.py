@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from reactive_nb._frames import to_frame
-from reactive_nb.changes import counters_read
+from reactive_nb.changes import UNSCOPED, counters_read
 from reactive_nb.errors import InputError, closest
 from reactive_nb.events import ALL_TABLES
 from reactive_nb.model.fingerprint import definition_fingerprint
 from reactive_nb.model.inputs import canonical_json
 from reactive_nb.model.tenants import as_tenant, current_tenant
+from reactive_nb.stores.versions import EPOCH
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -429,7 +430,11 @@ class ReactiveFunction:
     def _current(self, tenant: str, versions: Mapping[str, int]) -> bool:
         """Every counter the entry recorded still has the value it recorded."""
         recorded = {t for t in versions if t != DEFINITION}
-        for scope, counters in counters_read(tenant, self.watched).items():
+        # The tables the entry recorded count too: a process whose inferred dependencies
+        # are not learned yet (its first call was a hit) must still check them all.
+        tables = self.watched | {t for t in recorded
+                                 if not t.startswith(UNSCOPED) and t != EPOCH}
+        for scope, counters in counters_read(tenant, tables).items():
             wanted = {name: counter for name, counter in counters.items() if name in recorded}
             if len(wanted) != len(counters):
                 return False  # recorded under other watched tables: not this definition's
