@@ -21,7 +21,8 @@ from pathlib import Path
 from .common import Settings, Table
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("test_sqlite_memory_stores", "test_postgres_memory_stores")
+VARIANTS = ("test_sqlite_memory_stores", "test_postgres_memory_stores",
+            "test_postgres_redis_triggers")
 
 
 def run(settings: Settings) -> Iterator[Table]:
