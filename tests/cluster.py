@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REQUIRE
+from tests.redis_server import eventually
 
 NODE_TIMEOUT_MS = 1500
 HOST = "127.0.0.1"
@@ -163,11 +163,7 @@ def _answers(port: int) -> bool:
 
 
 def _wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    eventually(condition, timeout, what)
 
 
 def available() -> str | None:

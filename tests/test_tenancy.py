@@ -10,7 +10,6 @@ inferred from frames.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ import reactive_nb as rnb
 from reactive_nb.errors import ConfigError, TenantDatabaseMissing
 from reactive_nb.tenancy import Tenancy
 from tests.conftest import PG_HOST, PG_PORT
+from tests.redis_server import eventually
 
 DATABASE = "SELECT database_name FROM organization WHERE id = :tenant"
 ACCESS = "SELECT 1 FROM membership WHERE user_id = :user AND organization_id = :tenant"
@@ -268,10 +268,8 @@ def test_engines_are_lazy_reused_and_release_connections_when_idle(cluster: Clus
         assert tenants.stats() | {"listening": []} == {
             "engines_opened": 1, "engines": 1, "idle": 0, "listening": [],
             "access_queries": tenants.stats()["access_queries"]}
-    deadline = time.monotonic() + 10
-    while cluster.backends(name) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the server notices the closed sockets on its own time
-    assert cluster.backends(name) == 0
+    # the server notices the closed sockets on its own time
+    eventually(lambda: cluster.backends(name) == 0, 10, "the tenant's backends closing")
 
 
 # -- access control -------------------------------------------------------------------------
