@@ -7,6 +7,7 @@ current tenant's engine. Writes made here are captured like any other.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,36 @@ if TYPE_CHECKING:
 #: of the same name through ``params=``).
 PANDAS_OPTIONS = frozenset({"index_col", "coerce_float", "parse_dates", "columns",
                             "chunksize", "dtype_backend", "dtype"})
+
+
+def open_engine(url_or_engine: str | Engine) -> tuple[Engine, bool]:
+    """The engine of ``connect(url_or_engine)`` and whether it is ours to dispose of."""
+    from sqlalchemy import Engine, create_engine, event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import SingletonThreadPool
+
+    if isinstance(url_or_engine, Engine):
+        return url_or_engine, False
+    url = make_url(url_or_engine)
+    if not (url.get_backend_name() == "sqlite" and url.get_driver_name() == "pysqlite"
+            and url.database in (None, "", ":memory:")):
+        return create_engine(url), True
+    # An in-memory database lives in its connection, and SQLAlchemy's default pool gives
+    # each thread its own, empty one. Every thread gets the same connection instead (a
+    # thread reuses its checkout when it nests, as before), and one thread holds it at a
+    # time: sharing a connection must not share transactions, or a thread would read
+    # another's uncommitted rows and roll them back when it returns the connection.
+    # pool_size: the pool closes the connections of threads past that number, which would
+    # close the database.
+    import sqlite3
+
+    shared = sqlite3.connect(":memory:", check_same_thread=False)
+    engine = create_engine(url, poolclass=SingletonThreadPool, creator=lambda: shared,
+                           pool_size=2**30)
+    turn = threading.RLock()  # held from the outermost checkout to its check-in
+    event.listen(engine, "checkout", lambda *_: turn.acquire())
+    event.listen(engine, "checkin", lambda *_: turn.release())
+    return engine, True
 
 
 class SqlAccess:

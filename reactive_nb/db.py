@@ -10,41 +10,35 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, overload
 
-from reactive_nb.access import SqlAccess
+from reactive_nb.access import SqlAccess, open_engine
+from reactive_nb.capture.sources import Capture, tell_local_only
 from reactive_nb.changes import ChangeRecorder
 from reactive_nb.errors import ClosedError
 from reactive_nb.events import ALL_TABLES, Change
-from reactive_nb.live.functions import KeyFunction, Priority, ReactiveFunction
+from reactive_nb.live.functions import Priority, ReactiveFunction
 from reactive_nb.live.query import LiveQuery
 from reactive_nb.live.scheduler import Scheduler
+from reactive_nb.live.signature import KeyFunction
 from reactive_nb.live.workers import WorkerPool
 from reactive_nb.model.relations import LiveCatalog, RelationGraph
 from reactive_nb.model.tenants import TenantRegistry, current_tenant
 from reactive_nb.settings import Settings
-from reactive_nb.stores.health import StoreHealth, redis_errors
+from reactive_nb.stores.factory import open_stores
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from reactive_nb.capture.sources import Source
-    from reactive_nb.capture.sqlalchemy import LocalCapture
-    from reactive_nb.stores.bus import Bus
-    from reactive_nb.stores.cache import Cache
-    from reactive_nb.stores.versions import Versions
     from reactive_nb.tenancy import Tenancy
 
 logger = logging.getLogger(__name__)
 
 _open: weakref.WeakSet[ReactiveDB] = weakref.WeakSet()
-#: Databases (URLs without password) already told that other processes are not heard.
-_told_local_only: set[str] = set()
 
 
 def connect(url_or_engine: str | Engine, /, **options: Any) -> ReactiveDB:
@@ -61,33 +55,8 @@ class ReactiveDB(SqlAccess):
     """A database whose query results stay current; see ``connect``."""
 
     def __init__(self, url_or_engine: str | Engine, /, **options: Any) -> None:
-        from sqlalchemy import Engine, create_engine, event
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.pool import SingletonThreadPool
-
         self.settings = settings = Settings.parse(options)
-        self._owns_engine = not isinstance(url_or_engine, Engine)
-        if isinstance(url_or_engine, Engine):
-            self.engine: Engine = url_or_engine
-        elif (url := make_url(url_or_engine)).get_backend_name() == "sqlite" and (
-                url.get_driver_name() == "pysqlite" and url.database in (None, "", ":memory:")):
-            # An in-memory database lives in its connection, and SQLAlchemy's default pool
-            # gives each thread its own, empty one. Every thread gets the same connection
-            # instead (a thread reuses its checkout when it nests, as before), and one
-            # thread holds it at a time: sharing a connection must not share transactions,
-            # or a thread would read another's uncommitted rows and roll them back when it
-            # returns the connection. pool_size: the pool closes the connections of threads
-            # past that number, which would close the database.
-            import sqlite3
-
-            shared = sqlite3.connect(":memory:", check_same_thread=False)
-            self.engine = create_engine(url, poolclass=SingletonThreadPool,
-                                        creator=lambda: shared, pool_size=2**30)
-            turn = threading.RLock()  # held from the outermost checkout to its check-in
-            event.listen(self.engine, "checkout", lambda *_: turn.acquire())
-            event.listen(self.engine, "checkin", lambda *_: turn.release())
-        else:
-            self.engine = create_engine(url)
+        self.engine, self._owns_engine = open_engine(url_or_engine)
         self.tenants = TenantRegistry(settings.tenants)
         self.closed = False
         self._functions: dict[str, ReactiveFunction] = {}
@@ -95,17 +64,17 @@ class ReactiveDB(SqlAccess):
         try:
             self.catalog = LiveCatalog(self.engine)
             self.relations = RelationGraph.parse(settings.relations, self.catalog.current)
+            self.stores = open_stores(settings.redis, self.engine,
+                                      key_prefix=settings.key_prefix,
+                                      cache_bytes=settings.cache_bytes,
+                                      on_gap=lambda tenant: self.recorder.gap(tenant))
         except BaseException:
             if self._owns_engine:
                 self.engine.dispose()
             raise
-        self._redis, self._owns_redis = _redis_client(settings.redis), isinstance(
-            settings.redis, str)
-        self.cache, self.versions, self.bus = self._stores()
-        from reactive_nb.stores.lease import shared_leases  # one run per change, all kernels
-        self.leases = shared_leases(self._redis, self.bus)
-        self.health = StoreHealth(self.versions,
-                                  redis_errors() if self._redis is not None else ())
+        self.cache, self.versions, self.bus = (self.stores.cache, self.stores.versions,
+                                               self.stores.bus)
+        self.leases, self.health = self.stores.leases, self.stores.health
         self.scheduler = Scheduler(min_interval=settings.min_interval,
                                    follow=self.bus.follow, unfollow=self.bus.unfollow)
         self._workers = WorkerPool(self.scheduler, settings.workers)
@@ -115,67 +84,15 @@ class ReactiveDB(SqlAccess):
                                        widen=self.catalog.widen_writes)
         self._unsubscribe = [self.bus.subscribe(self.scheduler.on_change),
                              self.bus.subscribe(lambda change: self.catalog.note(change.tables))]
-        self._capture: LocalCapture | None = None
-        if settings.capture != "none":
-            from reactive_nb.capture.sqlalchemy import LocalCapture, calls_pattern
-
-            self._capture = LocalCapture(self.engine, self.recorder.committed,
-                                         self.catalog.current.canonical)
-            self._capture.volatile = calls_pattern(self.catalog.facts.volatile_functions)
-        self._external: Source | None = None
+        self.capture = Capture(self.engine, self.recorder, self.catalog.current.canonical,
+                               self.catalog.facts.volatile_functions, settings.capture)
         self._tenancy: Tenancy | None = None
         if settings.install:
             self.install_triggers()
-        elif settings.capture == "auto":
-            self._listen()
-            if self._external is None and self._redis is None:
-                # Said once per database and process (INFO on `reactive_nb`, and a line
-                # in a notebook, where INFO logs are not shown): what will not be seen.
-                where = self.engine.url.render_as_string(hide_password=True)
-                if where not in _told_local_only:
-                    _told_local_only.add(where)
-                    notice = (f"reactive_nb: writes to {where} made by other processes will "
-                              "not be seen (no triggers, no Redis); to see them run "
-                              "db.install_triggers() or connect with redis=URL")
-                    logging.getLogger("reactive_nb").info(notice)
-                    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-                    if getattr(shell, "kernel", None) is not None:  # a notebook's kernel
-                        print(notice)
+        elif settings.capture == "auto" and not self.capture.listen() and self.stores.redis \
+                is None:
+            tell_local_only(self.engine)
         _open.add(self)
-
-    def _stores(self) -> tuple[Cache, Versions, Bus]:
-        settings = self.settings
-        if self._redis is None:
-            from reactive_nb.stores.bus import MemoryBus
-            from reactive_nb.stores.cache import MemoryCache
-            from reactive_nb.stores.versions import MemoryVersions
-
-            return MemoryCache(max_bytes=settings.cache_bytes), MemoryVersions(), MemoryBus()
-        from reactive_nb.stores.bus import RedisBus
-        from reactive_nb.stores.cache import RedisCache
-        from reactive_nb.stores.health import Breaker
-        from reactive_nb.stores.versions import RedisVersions
-
-        prefix = settings.key_prefix
-        if prefix is None:  # keys named by the database itself, not by its URL
-            from reactive_nb.model.identity import database_identity
-
-            prefix = f"rnb:{database_identity(self.engine)}"
-        breaker = Breaker()  # both stores stop asking a hung Redis; StoreHealth probes it
-        return (RedisCache(self._redis, prefix=prefix, max_bytes=settings.cache_bytes,
-                           breaker=breaker),
-                RedisVersions(self._redis, prefix=prefix, breaker=breaker),
-                RedisBus(self._redis, prefix=prefix, on_gap=lambda t: self.recorder.gap(t),
-                         may_send=breaker.allows))
-
-    def _listen(self) -> None:
-        """Listen for writes made outside this process (triggers), where installed."""
-        from reactive_nb.capture.sources import start_external
-
-        if self._external is None:
-            self._external = start_external(self.engine, self.recorder, self._capture)
-        if self._external is not None and self._capture is not None:
-            self._capture.volatile = None  # the triggers report what functions write
 
     def __repr__(self) -> str:
         return f"<ReactiveDB {self.engine.url!r} functions={len(self._functions)}>"
@@ -235,32 +152,22 @@ class ReactiveDB(SqlAccess):
         """Install change-capture triggers (None: every table a reactive function watches,
         or every table when there is none yet). Idempotent; with ``capture="auto"`` the
         listener for external writes starts at once."""
-        from reactive_nb.capture.sources import install_triggers
-
         self._check_open()
         if tables is None:
             watched = set().union(*(fn.watched for fn in self.functions.values()))
             tables = sorted(watched - {ALL_TABLES}) or self.tables
-        installed = install_triggers(self.engine, sorted(self.resolve_tables(
-            tables, "install_triggers")), self.settings.tenant_column, self.catalog.columns)
-        if self.settings.capture == "auto":
-            self._listen()
-        return installed
+        return self.capture.install(sorted(self.resolve_tables(tables, "install_triggers")),
+                                    self.settings.tenant_column, self.catalog.columns)
 
     def uninstall_triggers(self) -> None:
         """Remove every reactive_nb trigger, function and table from the database."""
-        from reactive_nb.capture.sources import uninstall_triggers
-
         self._check_open()
-        if self._external is not None:
-            self._external.close()
-            self._external = None
-        uninstall_triggers(self.engine)
+        self.capture.uninstall()
 
     @property
     def listening(self) -> bool:
         """Whether writes by other clients are captured here (triggers + a listener)."""
-        return self._external is not None
+        return self.capture.listening
 
     # -- live queries ----------------------------------------------------------------------
 
@@ -355,12 +262,6 @@ class ReactiveDB(SqlAccess):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _close_leases(self) -> None:
-        """Wake followers blocked on another process's run and stop the lease renewer;
-        call from ``close()`` before the workers are joined."""
-        if self.leases is not None:
-            self.leases.close()
-
     def _check_open(self) -> None:
         if self.closed:
             raise ClosedError("this ReactiveDB is closed")
@@ -372,52 +273,20 @@ class ReactiveDB(SqlAccess):
         self.closed = True
         _open.discard(self)
         self._close_tenancy()
-        if self._external is not None:
-            self._external.close()
+        self.capture.stop_listening()
         for live in self.scheduler.members():  # their widgets (and the flush thread) too
             live.close()
         self.scheduler.close()
-        self._close_leases()  # wakes followers waiting on another process's run
+        if self.leases is not None:  # wakes followers waiting on another process's run
+            self.leases.close()
         self._workers.close()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self.bus.close()
-        if self._capture is not None:
-            self._capture.remove()
-        self.health.close()  # stops the replay thread while the client is still open
-        self.cache.close()
-        self.versions.close()
-        if self._redis is not None and self._owns_redis:
-            self._redis.close()
+        self.capture.close()
+        self.stores.close()
         if self._owns_engine:
             self.engine.dispose()
-
-
-def _redis_client(redis: Any) -> Any:
-    """The client of ``redis=``: a URL gets short socket timeouts and no retries of its
-    own (the circuit breaker in ``stores.health`` handles outages); a client passed in
-    (``redis.Redis`` or ``redis.cluster.RedisCluster``) is used as it is.
-
-    A Redis Cluster is named by the URL of any of its nodes with ``cluster=true``:
-    ``redis://host:7000/0?cluster=true`` (``rediss://`` and credentials as usual; the
-    database must be 0, the only one a cluster has). The other nodes are discovered from
-    it. Every key of a tenant shares one hash slot (``{tenant}`` in the key), so the cache,
-    versions, bus and leases work unchanged; the epoch is the ``run_id`` of the node
-    owning the tenant's slot, so a failover or a resharding of that slot makes the
-    tenant's cached entries stale (recomputed once), never wrongly fresh.
-    """
-    if redis is None:
-        return None
-    if isinstance(redis, str):
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        from reactive_nb.stores.bus.client import client_from_url
-        from reactive_nb.stores.health import REDIS_CONNECT_TIMEOUT, REDIS_READ_TIMEOUT
-
-        return client_from_url(redis, socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-                               socket_timeout=REDIS_READ_TIMEOUT, retry=Retry(NoBackoff(), 0))
-    return redis
 
 
 @atexit.register

@@ -8,9 +8,11 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Annotated
 
 import pandas as pd
 import pytest
+from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -343,6 +345,19 @@ def test_bad_inputs_list_every_field(db: rnb.ReactiveDB) -> None:
     with pytest.raises(rnb.InputError):
         agents("acme", 5, None, "too many")
     assert calls.calls == 0
+
+
+def test_annotated_constraints_are_checked(db: rnb.ReactiveDB) -> None:
+    """``Annotated[int, Field(ge=1)]`` is pydantic's way to bound an input: the bound holds."""
+    @db.reactive(dependencies=["agent"])
+    def first(limit: Annotated[int, Field(ge=1, le=100)] = 10) -> pd.DataFrame:
+        return db.read_sql("SELECT * FROM agent LIMIT :l", l=limit)
+
+    with pytest.raises(rnb.InputError, match="limit: Input should be greater than or equal to 1"):
+        first(limit=0)
+    with pytest.raises(rnb.InputError, match="limit: Input should be less than or equal to 100"):
+        first(limit=101)
+    assert len(first(limit=1)) == 1
 
 
 def test_injection_strings_are_bound(db: rnb.ReactiveDB) -> None:

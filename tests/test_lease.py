@@ -154,7 +154,6 @@ def kernels(sqlite_url: str, redis_url: str,
     b = rnb.connect(sqlite_url, redis=redis_url, key_prefix=redis_prefix, workers=0)
     yield a, b
     for db in (a, b):
-        db._close_leases()
         db.close()
 
 
@@ -310,7 +309,6 @@ live.observe(lambda change: seen(change["new"]), names=["df"])
 seen(live.df)
 sys.stdin.read()
 print(json.dumps(count.stats.as_dict()))
-db._close_leases()
 db.close()
 """
 
@@ -415,7 +413,6 @@ def test_one_run_per_write_across_four_kernels(db_url: str, redis_url: str,
         for i in range(writes):
             insert(writer, i)
             kernels.converge(3 + i + 1)  # every kernel shows this write
-        writer._close_leases()
     # Each write is seen by all four before the next, so no write races another: exactly
     # one handler run per write, whichever kernel heard it first.
     assert kernels.runs - start == writes
@@ -437,7 +434,6 @@ def test_a_killed_leader_is_taken_over_after_its_lease_lapses(
     kernels.client.set(kernels.key("armed"), 1)
     with rnb.connect(sqlite_url, redis=redis_url, key_prefix=redis_prefix) as writer:
         insert(writer, 0)
-        writer._close_leases()
     popped = kernels.client.blpop([kernels.key("victims")], timeout=30)
     assert popped is not None, "no kernel started the slow run"
     kernels.kill(int(popped[1]))  # the leader dies in its handler, holding the lease

@@ -520,12 +520,10 @@ def test_tenant_through_the_tenancy_checks_access(
 
 def test_connect_says_once_when_other_processes_are_not_heard(
         sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str]) -> None:
     import reactive_nb as rnb
-    import reactive_nb.db
 
-    monkeypatch.setattr(reactive_nb.db, "_told_local_only", set())
-    teamhub.create(sqlite_url)
+    teamhub.create(sqlite_url)  # a new database file: not told yet in this process
     other = f"sqlite:///{tmp_path}/other.db"
     teamhub.create(other)
     with caplog.at_level(logging.INFO, logger="reactive_nb"):

@@ -1,9 +1,11 @@
-"""External change sources (database triggers): install them, and start the listener.
+"""Change capture of one database: this process's writes, and other clients' through
+database triggers (install them, start the listener).
 
-With ``capture="auto"`` a ReactiveDB listens for writes made outside this process on a
-database that has reactive_nb triggers (installed by ``db.install_triggers()``, the
-``reactive-nb install-triggers`` command, or ``connect(..., install=True)``). What a
-source sees goes to a ``ChangeSink``; this module knows nothing above capture.
+``Capture`` owns the capture mode. With ``capture="auto"`` a ReactiveDB listens for writes
+made outside this process on a database that has reactive_nb triggers (installed by
+``db.install_triggers()``, the ``reactive-nb install-triggers`` command, or
+``connect(..., install=True)``). What a source sees goes to a ``ChangeSink``; this module
+knows nothing above capture.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -31,6 +34,62 @@ logger = logging.getLogger(__name__)
 class Source(Protocol):
     def start(self) -> None: ...
     def close(self) -> None: ...
+
+
+class Capture:
+    """What a ReactiveDB captures: its own writes (``LocalCapture``, unless the mode is
+    ``"none"``) and, with ``"auto"``, other clients' writes once triggers are installed."""
+
+    def __init__(self, engine: Engine, sink: ChangeSink, canonical: Callable[[str], str],
+                 volatile_functions: frozenset[str], mode: str) -> None:
+        self._engine = engine
+        self._sink = sink
+        self._mode = mode
+        self.local: LocalCapture | None = None
+        self.external: Source | None = None
+        if mode != "none":
+            from reactive_nb.capture.sqlalchemy import LocalCapture, calls_pattern
+
+            self.local = LocalCapture(engine, sink.committed, canonical)
+            # Without triggers, a statement calling a volatile function writes who knows
+            # what: it counts as a write to every table.
+            self.local.volatile = calls_pattern(volatile_functions)
+
+    @property
+    def listening(self) -> bool:
+        """Whether writes by other clients are captured (triggers and a listener)."""
+        return self.external is not None
+
+    def listen(self) -> bool:
+        """Start the listener where triggers are installed (mode ``"auto"``); whether one
+        runs now."""
+        if self._mode == "auto" and self.external is None:
+            self.external = start_external(self._engine, self._sink, self.local)
+        if self.external is not None and self.local is not None:
+            self.local.volatile = None  # the triggers report what functions write
+        return self.external is not None
+
+    def install(self, tables: list[str], tenant_column: str | None,
+                columns: Callable[[str], frozenset[str]]) -> list[str]:
+        """Install triggers (see ``install_triggers``), then listen."""
+        installed_tables = install_triggers(self._engine, tables, tenant_column, columns)
+        self.listen()
+        return installed_tables
+
+    def uninstall(self) -> None:
+        """Stop listening and remove every reactive_nb trigger, function and table."""
+        self.stop_listening()
+        uninstall_triggers(self._engine)
+
+    def stop_listening(self) -> None:
+        external, self.external = self.external, None
+        if external is not None:
+            external.close()
+
+    def close(self) -> None:
+        self.stop_listening()
+        if self.local is not None:
+            self.local.remove()
 
 
 class OwnCommits:
@@ -191,3 +250,24 @@ def _module(engine: Engine) -> Any:
 
         return sqlite
     raise ValueError(f"external change capture is not available for {name} databases")
+
+
+#: Databases (URLs without password) already told that other processes are not heard.
+_told_local_only: set[str] = set()
+
+
+def tell_local_only(engine: Engine) -> None:
+    """Say once per database and process (INFO on ``reactive_nb``, and a line in a
+    notebook, where INFO logs are not shown) that writes by other processes will not be
+    seen, and how to see them."""
+    where = engine.url.render_as_string(hide_password=True)
+    if where in _told_local_only:
+        return
+    _told_local_only.add(where)
+    notice = (f"reactive_nb: writes to {where} made by other processes will not be seen "
+              "(no triggers, no Redis); to see them run db.install_triggers() or connect "
+              "with redis=URL")
+    logging.getLogger("reactive_nb").info(notice)
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    if getattr(shell, "kernel", None) is not None:  # a notebook's kernel
+        print(notice)

@@ -8,28 +8,23 @@ correctness never depends on a change event arriving.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from reactive_nb._frames import to_frame
-from reactive_nb.changes import UNSCOPED, counters_read
-from reactive_nb.errors import InputError, closest
 from reactive_nb.events import ALL_TABLES
+from reactive_nb.live.freshness import DEFINITION, is_current, is_fresh, versions_now
+from reactive_nb.live.signature import Inputs, KeyFunction
 from reactive_nb.model.fingerprint import definition_fingerprint
-from reactive_nb.model.inputs import canonical_json
 from reactive_nb.model.tenants import as_tenant, current_tenant
-from reactive_nb.stores.versions import EPOCH
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pydantic import BaseModel
 
     from reactive_nb.live.query import LiveQuery
     from reactive_nb.stores.cache import Cache
@@ -41,12 +36,6 @@ logger = logging.getLogger(__name__)
 
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
-KeyFunction = Callable[[Mapping[str, Any]], str]
-
-#: Entry in a cached result's versions holding its function's definition fingerprint, so
-#: a redefined function (a re-run cell with new SQL) never serves the old definition's
-#: results, in this process or another one sharing the cache.
-DEFINITION = "@definition"
 
 
 class Owner(Protocol):
@@ -145,10 +134,10 @@ class ReactiveFunction:
         self.name: str = options.name
         self.ttl = options.ttl
         self.cache_enabled = options.cache
-        self.key_function = key
         self.priority: Priority = options.priority
-        self.signature = inspect.signature(handler)
-        self.input_model = _input_model(handler, self.signature, self.name)
+        self.inputs = Inputs(handler, self.name, key)
+        self.signature = self.inputs.signature
+        self.input_model = self.inputs.model
         self.declared: frozenset[str] | None = (
             None if dependencies is None
             else owner.resolve_tables(dependencies, f"dependencies of {self.name}")
@@ -167,36 +156,11 @@ class ReactiveFunction:
 
     def validate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Bind and validate inputs; raise InputError listing every problem."""
-        from pydantic import ValidationError
-
-        names = list(self.signature.parameters)
-        if len(args) > len(names):
-            raise InputError(self.name, [f"takes {len(names)} inputs but {len(args)} were given"])
-        values = dict(zip(names, args, strict=False))
-        problems = [f"{k}: given twice" for k in kwargs if k in values]
-        values.update(kwargs)
-        try:
-            model = self.input_model.model_validate(values)
-        except ValidationError as exc:
-            raise InputError(self.name, problems + _problems(exc, names)) from None
-        if problems:
-            raise InputError(self.name, problems)
-        return {name: getattr(model, name) for name in self.signature.parameters}
+        return self.inputs.validate(*args, **kwargs)
 
     def key_for(self, inputs: Mapping[str, Any]) -> str:
-        """Cache key of validated inputs: ``name:`` + canonical compact JSON, or ``key=``'s.
-
-        The JSON is type-tagged where plain JSON would merge values (None and NaN, a tuple
-        and a list, bytes and str, a datetime and its ISO string), so distinct inputs never
-        share a key; ordinary inputs keep the plain form ``{"limit":50,"org":"acme"}``.
-        """
-        if self.key_function is not None:
-            return str(self.key_function(inputs))
-        try:
-            payload = canonical_json(inputs)
-        except TypeError as exc:
-            raise InputError(self.name, [f"cannot be part of a cache key: {exc}"]) from None
-        return f"{self.name}:{payload}"
+        """Cache key of validated inputs (see ``signature.Inputs.key_for``)."""
+        return self.inputs.key_for(inputs)
 
     def cache_key(self, *args: Any, **kwargs: Any) -> str:
         """The cache key these inputs map to (validated first)."""
@@ -380,15 +344,10 @@ class ReactiveFunction:
         when the store failed (the result is then not cached)."""
         owner = self._owner
         try:
-            before: dict[str, int] = {}
-            for scope, counters in counters_read(tenant, self.watched).items():
-                snapshot = owner.versions.snapshot(scope)
-                before.update({name: snapshot.get(counter, 0)
-                               for name, counter in counters.items()})
+            return versions_now(owner.versions, tenant, self.watched)
         except owner.health.errors as exc:
             owner.health.failed(exc)
             return None
-        return before
 
     def _run_and_store(self, tenant: str, inputs: Mapping[str, Any], key: str,
                        before: dict[str, int] | None) -> Fetched:
@@ -422,26 +381,10 @@ class ReactiveFunction:
             return None
 
     def _fresh(self, tenant: str, versions: Mapping[str, int]) -> bool:
-        """Same definition, and the stored table versions still match the live counters."""
-        if versions.get(DEFINITION) != self.fingerprint:
-            return False
-        return self._current(tenant, versions)
+        return is_fresh(self._owner.versions, tenant, self.watched, self.fingerprint, versions)
 
     def _current(self, tenant: str, versions: Mapping[str, int]) -> bool:
-        """Every counter the entry recorded still has the value it recorded."""
-        recorded = {t for t in versions if t != DEFINITION}
-        # The tables the entry recorded count too: a process whose inferred dependencies
-        # are not learned yet (its first call was a hit) must still check them all.
-        tables = self.watched | {t for t in recorded
-                                 if not t.startswith(UNSCOPED) and t != EPOCH}
-        for scope, counters in counters_read(tenant, tables).items():
-            wanted = {name: counter for name, counter in counters.items() if name in recorded}
-            if len(wanted) != len(counters):
-                return False  # recorded under other watched tables: not this definition's
-            now = self._owner.versions.get(scope, wanted.values())
-            if any(now.get(counter, 0) != versions[name] for name, counter in wanted.items()):
-                return False
-        return True
+        return is_current(self._owner.versions, tenant, self.watched, versions)
 
     def _cached(self, tenant: str, key: str) -> Fetched | None:
         """The fresh entry, counted as a hit or a miss."""
@@ -502,43 +445,6 @@ class ReactiveFunction:
         assert controls_factory is not None, f"{WIDGET_MODULE} registers no controls"
         return controls_factory(self, live, debounce=debounce, tenant=tenant, choices=choices)
 
-
-
-def _input_model(handler: Callable[..., Any], sig: inspect.Signature,
-                 name: str) -> type[BaseModel]:
-    """A pydantic model of the handler's parameters (annotations, defaults, no extras)."""
-    from pydantic import ConfigDict, create_model
-
-    try:
-        hints = typing.get_type_hints(handler)
-    except Exception:  # unresolvable forward references: validate those inputs as Any
-        hints = {}
-    fields: dict[str, Any] = {}
-    for param in sig.parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"{name}: *args and **kwargs are not supported, name every input")
-        default = ... if param.default is param.empty else param.default
-        fields[param.name] = (hints.get(param.name, Any), default)
-    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
-    model: type[BaseModel] = create_model(
-        f"{name.replace('.', '_')}_inputs", __config__=config, **fields)
-    return model
-
-
-def _problems(exc: Any, known: list[str]) -> list[str]:
-    """One readable line per field problem of a pydantic ValidationError."""
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "inputs"
-        if err["type"] == "missing":
-            problems.append(f"{where}: missing")
-        elif err["type"] == "extra_forbidden":
-            hint = closest(where, known)
-            suggestion = f" (did you mean {hint!r}?)" if hint else ""
-            problems.append(f"{where}: unexpected input{suggestion}")
-        else:
-            problems.append(f"{where}: {err['msg']} (got {err['input']!r:.60})")
-    return problems
 
 
 #: Builds ``fn.controls(...)``; the widget layer registers it (nothing here imports ui).

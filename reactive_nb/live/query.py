@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import traitlets
 
-from reactive_nb.live.scheduler import Scheduler, Update
+from reactive_nb.live.groups import Update
+from reactive_nb.live.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from reactive_nb.live.functions import Priority, ReactiveFunction

@@ -18,26 +18,33 @@ shiny's ``reactive.flush()``.
 from __future__ import annotations
 
 import collections
-import heapq
-import itertools
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from reactive_nb.errors import one_line
 from reactive_nb.events import DEFAULT_TENANT, Change
-from reactive_nb.live.functions import PRIORITIES
+from reactive_nb.live.groups import (
+    CLOSED,
+    DELAYED,
+    IDLE,
+    NEW,
+    QUEUED,
+    RUNNING,
+    Group,
+    GroupKey,
+    Member,
+    Update,
+)
 from reactive_nb.live.index import WatchIndex
+from reactive_nb.live.queue import RunQueue
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from reactive_nb.live.functions import Priority, ReactiveFunction
+    from reactive_nb.live.functions import ReactiveFunction
 
 logger = logging.getLogger(__name__)
 
@@ -46,74 +53,6 @@ BACKOFF_CAP = 30.0
 #: Longest idle wait of a worker: how soon groups of garbage-collected live queries (their
 #: frames, their followed tenant streams) are released when nothing else happens.
 REAP_INTERVAL = 1.0
-
-# Group states.
-NEW, IDLE, QUEUED, DELAYED, RUNNING, CLOSED = "new", "idle", "queued", "delayed", "running", \
-    "closed"
-
-GroupKey = tuple[str, str, int]
-
-
-@dataclass(frozen=True)
-class Update:
-    """What one scheduling step tells a live query (set as traits, lock released)."""
-
-    df: pd.DataFrame | None
-    status: str
-    error: str | None
-    updated_at: datetime | None = None  # None: unchanged
-    ran: bool = False  # the handler ran (not a cache hit)
-    attempt: bool = False  # a refresh attempt started
-    cleared: bool = False  # drop the frame (access revoked: data must not stay visible)
-
-
-class Member(Protocol):
-    """A live query as the scheduler sees it."""
-
-    @property
-    def group_key(self) -> GroupKey: ...
-    @property
-    def function(self) -> ReactiveFunction: ...
-    @property
-    def inputs(self) -> dict[str, Any]: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def tenant(self) -> str: ...
-    @property
-    def priority(self) -> Priority: ...
-    @property
-    def visible(self) -> bool: ...
-    def receive(self, update: Update) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass(eq=False)
-class Group:
-    """Every live query of one (tenant, key, definition): they share one run and one frame."""
-
-    fn: ReactiveFunction
-    tenant: str
-    key: str
-    inputs: dict[str, Any]
-    members: weakref.WeakSet[Member] = field(default_factory=weakref.WeakSet)
-    state: str = NEW
-    dirty: bool = False  # invalidated while running: run again right after
-    force: bool = False  # next run bypasses the cache (explicit refresh)
-    df: pd.DataFrame | None = None
-    error: str | None = None
-    failures: int = 0
-    not_before: float = 0.0  # earliest start of the next run (min_interval, back-off)
-    stale_since: float = 0.0
-
-    @property
-    def group_key(self) -> GroupKey:
-        return (self.tenant, self.key, self.fn.fingerprint)
-
-    @property
-    def fresh(self) -> bool:
-        return self.state == IDLE and not self.dirty and self.df is not None and not self.error
-
 
 class Scheduler:
     """Turns changes into ordered, coalesced refreshes; ``take``/``run`` do the work."""
@@ -133,10 +72,7 @@ class Scheduler:
         self.wake = threading.Condition(self._lock)
         self._groups: dict[GroupKey, Group] = {}
         self._index: WatchIndex[Group] = WatchIndex()
-        self._ready: list[tuple[tuple[Any, ...], int, Group]] = []
-        self._delayed: list[tuple[float, int, Group]] = []
-        self._seq = itertools.count()
-        self._explicit: dict[str, int] = {}
+        self._queue = RunQueue()
         self.on_attach: Callable[[], None] | None = None  # the worker pool starts lazily
         self.closed = False
         # Keys of groups one of whose live queries was garbage-collected. Appended by
@@ -162,7 +98,7 @@ class Scheduler:
                 self._index.add(group)
             group.members.add(live)
             weakref.finalize(live, self._gone.append, live.group_key)
-            joined = self._snapshot(group)
+            joined = group.snapshot()
         if self._follow is not None:
             self._follow(live.tenant)
             if live.tenant != DEFAULT_TENANT:  # unscoped writes reach every tenant
@@ -182,10 +118,10 @@ class Scheduler:
                 group.state = IDLE
                 if peeked is None or not peeked[1]:
                     self._mark_stale_locked(group)
-            update = self._snapshot(group)
+            update = group.snapshot()
             members = list(group.members)
         if peeked is not None:
-            update = _with(update, updated_at=datetime.fromtimestamp(peeked[2], timezone.utc))
+            update = update.but(updated_at=datetime.fromtimestamp(peeked[2], timezone.utc))
         self._push(members, update)
 
     def detach(self, live: Member) -> None:
@@ -322,7 +258,7 @@ class Scheduler:
                 before = group.state
                 self._mark_stale_locked(group)
                 if group.state != before or group.dirty:
-                    updates.append((list(group.members), self._snapshot(group)))
+                    updates.append((list(group.members), group.snapshot()))
             emptied = dropped and not self._index.has_tenant(change.tenant)
         for members, update in updates:
             self._push(members, update)
@@ -337,7 +273,7 @@ class Scheduler:
                 return
             group.force = True
             self._mark_stale_locked(group, respect_interval=False)
-            update, members = self._snapshot(group), list(group.members)
+            update, members = group.snapshot(), list(group.members)
         self._push(members, update)
 
     def _mark_stale_locked(self, group: Group, respect_interval: bool = True) -> None:
@@ -349,60 +285,35 @@ class Scheduler:
             return
         group.stale_since = now
         if respect_interval and group.not_before > now:
-            group.state = DELAYED
-            heapq.heappush(self._delayed, (group.not_before, next(self._seq), group))
+            self._queue.delay(group, group.not_before)
         else:
-            self._queue_locked(group)
+            self._queue.queue(group)
         self.wake.notify()
-
-    def _queue_locked(self, group: Group) -> None:
-        group.state = QUEUED
-        heapq.heappush(self._ready, (self._rank(group), next(self._seq), group))
 
     # -- order -----------------------------------------------------------------------------
 
     def set_priorities(self, names: Iterable[str]) -> None:
         with self._lock:
-            self._explicit = {name: i for i, name in enumerate(names)}
-            self._rerank_locked()
+            self._queue.explicit = names
 
     @property
     def priorities(self) -> list[str]:
         """The explicit order set by ``db.priorities`` (first = most important)."""
         with self._lock:
-            return sorted(self._explicit, key=self._explicit.__getitem__)
+            return self._queue.explicit
 
     def visibility_changed(self) -> None:
         with self._lock:
-            self._rerank_locked()
-
-    def _rerank_locked(self) -> None:
-        self._ready = [(self._rank(g), seq, g) for _, seq, g in self._ready]
-        heapq.heapify(self._ready)
-
-    def _rank(self, group: Group) -> tuple[Any, ...]:
-        members = list(group.members)
-        explicit = self._explicit.get(group.fn.name, len(self._explicit))
-        visible = any(m.visible for m in members) or not members
-        level = min((PRIORITIES.index(m.priority) for m in members), default=1)
-        return (explicit, 0 if visible else 1, level, group.stale_since)
+            self._queue.rerank()
 
     # -- running ---------------------------------------------------------------------------
 
     def _next_locked(self) -> Group | None:
-        """Pop the best ready group, promoting delayed ones that are due; None if none."""
-        now = self._clock()
-        while self._delayed and self._delayed[0][0] <= now:
-            _, _, group = heapq.heappop(self._delayed)
-            if group.state == DELAYED:
-                self._queue_locked(group)
-        while self._ready:
-            _, _, group = heapq.heappop(self._ready)
-            if group.state == QUEUED:
-                if not group.members:  # garbage-collected meanwhile: nobody to refresh
-                    self._drop_locked(group)
-                    continue
+        """Pop the best due group; None if none is due."""
+        while (group := self._queue.pop(self._clock())) is not None:
+            if group.members:
                 return group
+            self._drop_locked(group)  # garbage-collected meanwhile: nobody to refresh
         return None
 
     def take(self, stop: threading.Event | None = None) -> tuple[Group, bool] | None:
@@ -421,8 +332,9 @@ class Scheduler:
                     return group, force
                 if stop is None or stop.is_set():
                     return None
-                timeout = (self._delayed[0][0] - self._clock()) if self._delayed else None
-                timeout = REAP_INTERVAL if timeout is None else min(timeout, REAP_INTERVAL)
+                due = self._queue.next_due()
+                timeout = REAP_INTERVAL if due is None else min(due - self._clock(),
+                                                                REAP_INTERVAL)
                 if not self.wake.wait(max(timeout, 0.0005)) and self._gone:
                     return None  # idle: let the caller reap, then come back
 
@@ -455,7 +367,7 @@ class Scheduler:
         """Members are held strongly only inside this call, so a live query dropped by its
         user can be garbage-collected between runs."""
         with self._lock:
-            starting = _with(self._snapshot(group, status="refreshing"), attempt=True)
+            starting = group.snapshot(status="refreshing").but(attempt=True)
             members = list(group.members)
         self._push(members, starting)
         del members
@@ -477,10 +389,10 @@ class Scheduler:
                 delay = min(BACKOFF_START * 2 ** (group.failures - 1), BACKOFF_CAP)
                 group.not_before = now + max(delay, self.min_interval)
                 group.dirty = True  # still stale: retry after the back-off
-            update = self._snapshot(group)
+            update = group.snapshot()
             if fetched is not None:
-                update = _with(update, status="stale" if group.dirty else "fresh",
-                               updated_at=datetime.now(timezone.utc), ran=not fetched.hit)
+                update = update.but(status="stale" if group.dirty else "fresh",
+                                    updated_at=datetime.now(timezone.utc), ran=not fetched.hit)
             members = list(group.members)
         # Traits are set while the group is still RUNNING, so no later run can overtake us.
         self._push(members, update)
@@ -516,22 +428,6 @@ class Scheduler:
             return {"state": group.state, "dirty": group.dirty, "failures": group.failures,
                     "members": len(group.members)}
 
-    def _snapshot(self, group: Group, status: str | None = None) -> Update:
-        if status is None:
-            if group.error is not None:
-                status = "error"
-            elif group.df is None:
-                status = "loading"
-            elif group.state in (QUEUED, DELAYED, NEW) or group.dirty:
-                status = "stale"
-            elif group.state == RUNNING:
-                status = "refreshing"
-            else:
-                status = "fresh"
-        if status == "refreshing" and group.df is None:
-            status = "loading"
-        return Update(group.df, status, group.error)
-
     def _push(self, members: list[Member], update: Update) -> None:
         for live in members:
             try:
@@ -545,8 +441,3 @@ class Scheduler:
             self.closed = True
             self.wake.notify_all()
 
-
-def _with(update: Update, **changes: Any) -> Update:
-    from dataclasses import replace
-
-    return replace(update, **changes)

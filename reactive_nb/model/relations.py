@@ -89,6 +89,9 @@ class RelationGraph:
     """Read-only view of the relations: source table -> tables whose readers it makes stale."""
 
     edges: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: dependencies -> watched tables; every cache hit asks, the edges never change.
+    _memo: dict[frozenset[str], frozenset[str]] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def parse(cls, relations: Mapping[str, Iterable[str]] | None,
@@ -105,8 +108,11 @@ class RelationGraph:
     def watched(self, dependencies: Iterable[str]) -> frozenset[str]:
         """``deps | {T : relations[T] meets deps}`` plus the every-table counter."""
         deps = frozenset(dependencies)
-        widened = {source for source, targets in self.edges.items() if targets & deps}
-        return deps | widened | {ALL_TABLES}
+        found = self._memo.get(deps)
+        if found is None:
+            widened = {source for source, targets in self.edges.items() if targets & deps}
+            found = self._memo[deps] = deps | widened | {ALL_TABLES}
+        return found
 
 
 

@@ -114,10 +114,10 @@ class MemoryVersions:
             return {**self._counters.get(tenant, {}), EPOCH: self.epoch}
 
     def get(self, tenant: str, tables: Iterable[str]) -> dict[str, int]:
-        names = _unique(tables)
-        with self._lock:
-            counters = {**self._counters.get(tenant, {}), EPOCH: self.epoch}
-            return {t: counters.get(t, 0) for t in names}
+        epoch = self.epoch
+        with self._lock:  # no copy of the scope's counters: a hit reads a few of many
+            counters = self._counters.get(tenant, {})
+            return {t: epoch if t == EPOCH else counters.get(t, 0) for t in tables}
 
     def bump(
         self, tenant: str, tables: Iterable[str], once_id: str | None = None
