@@ -200,12 +200,12 @@ def test_redis_refusing_is_one_line(redis_url: str, capsys: pytest.CaptureFixtur
 
 def test_an_unforeseen_error_is_still_one_line(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from reactive_nb.ui import cli as cli_module
+    from reactive_nb.ui.cli import feed
 
     def broken(args: Any) -> int:
         raise RuntimeError("first line\nsecond line")
 
-    monkeypatch.setattr(cli_module, "_watch", broken)
+    monkeypatch.setattr(feed, "watch", broken)
     assert main(["watch", "--redis", "redis://127.0.0.1:1/0"]) == 2
     assert capsys.readouterr().err == "reactive-nb watch: RuntimeError: first line\n"
 

@@ -25,7 +25,7 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 from reactive_nb.live.query import LiveQuery
-from reactive_nb.ui.magics import _parameters
+from reactive_nb.ui.magics.parameters import parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ("%%reactive agents --no-display\n"
@@ -107,10 +107,10 @@ def test_parameters_are_bound_never_formatted(ip: Any) -> None:
 
 
 def test_parameters_found_by_the_tokenizer() -> None:
-    assert _parameters("SELECT a::int FROM t WHERE b = :org AND c = (:n)::int", "x") == ["org", "n"]
-    assert _parameters("SELECT 1 WHERE t = '12:30' AND u = :u AND u2 = :u", "x") == ["u"]
+    assert parameters("SELECT a::int FROM t WHERE b = :org AND c = (:n)::int", "x") == ["org", "n"]
+    assert parameters("SELECT 1 WHERE t = '12:30' AND u = :u AND u2 = :u", "x") == ["u"]
     with pytest.raises(UsageError, match="class"):
-        _parameters("SELECT :class", "x")
+        parameters("SELECT :class", "x")
 
 
 def test_missing_variable_is_one_line_naming_it(
@@ -340,9 +340,9 @@ def test_name_may_not_overwrite_a_connection_bound_to_another_variable(
 def test_parameters_are_found_outside_literals_identifiers_and_comments() -> None:
     sql = ("SELECT ':org' AS x, id AS \"a:b\", E'\\' :esc' AS e -- :comment\n"
            "/* :block */ FROM agent WHERE organization_id = :org AND n = :n::int")
-    assert _parameters(sql, "x", "postgres") == ["org", "n"]
-    assert _parameters(sql.replace("E'\\' :esc'", "'x'"), "x") == ["org", "n"]  # any dialect
-    assert _parameters("SELECT :org::text, '12:30', 'a:b:c' WHERE x = :other", "x") == [
+    assert parameters(sql, "x", "postgres") == ["org", "n"]
+    assert parameters(sql.replace("E'\\' :esc'", "'x'"), "x") == ["org", "n"]  # any dialect
+    assert parameters("SELECT :org::text, '12:30', 'a:b:c' WHERE x = :other", "x") == [
         "org", "other"]
 
 

@@ -12,7 +12,7 @@ from nbclient import NotebookClient
 
 import reactive_nb as rnb
 from reactive_nb.ui import demo
-from reactive_nb.ui.cli import _install_demo_triggers
+from reactive_nb.ui.cli.demo_command import install_demo_triggers
 from reactive_nb.ui.demo import QUICKSTART_CELLS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_quickstart_kernel_follows_the_demo_writer(
     the notebook's live query refreshes through the triggers the demo installs."""
     url = f"sqlite:///{kernel_env}/demo.db"
     demo.create_demo(url)
-    _install_demo_triggers(url)
+    install_demo_triggers(url)
     monkeypatch.setenv("REACTIVE_NB_URL", url)
     nb = nbformat.read(QUICKSTART, as_version=4)
     cut = next(i for i, c in enumerate(nb.cells) if c.source.startswith("%%reactive latest"))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from reactive_nb.ui.widgets.chart import LiveChart
 from reactive_nb.ui.widgets.controls import Controls, build_controls
-from reactive_nb.ui.widgets.table import LiveTable, stop_flush_thread
+from reactive_nb.ui.widgets.flush import stop_flush_thread
+from reactive_nb.ui.widgets.table import LiveTable
 from reactive_nb.ui.widgets.value import LiveValue
 
 __all__ = ["Controls", "LiveChart", "LiveTable", "LiveValue", "stop_flush_thread"]

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from reactive_nb.ui.widgets.flush import Flusher
-    from reactive_nb.ui.widgets.table import TableSource
+    from reactive_nb.ui.widgets.source import TableSource
 
 _HERE = pathlib.Path(__file__).parent
 

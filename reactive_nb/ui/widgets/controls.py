@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from reactive_nb.errors import InputError
-from reactive_nb.ui.widgets import table
+from reactive_nb.ui.widgets.flush import SHARED
 
 if TYPE_CHECKING:
     from reactive_nb.live.functions import ReactiveFunction
@@ -68,7 +68,7 @@ class Controls(widgets.VBox):  # type: ignore[misc]
         self._error: str | None = None
         self._timer: threading.Timer | None = None
         self._closed = False
-        self._flusher = table._FLUSHER if flusher is None else flusher
+        self._flusher = SHARED if flusher is None else flusher
         self.live: LiveQuery = live if live is not None else fn.live(self.inputs(),
                                                                      tenant=tenant)
         super().__init__([widgets.HBox(list(self.controls.values())), self.error_label])

@@ -168,3 +168,15 @@ class Flusher:
             timeout = min(self._due.values()) - now if self._due else None
             self._cond.wait(timeout)
         return None
+
+
+#: The flusher of every widget not given one of its own (tests give theirs).
+SHARED = Flusher(interval=0.1)
+
+
+def stop_flush_thread() -> None:
+    """Stop and join the shared flush thread (for `%unload_ext`, tests, shutdown).
+
+    It restarts by itself if an open widget changes again afterwards.
+    """
+    SHARED.stop()

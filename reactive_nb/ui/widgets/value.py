@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import anywidget
 import traitlets
 
-from reactive_nb.ui.widgets import table
-from reactive_nb.ui.widgets.flush import Flusher
+from reactive_nb.ui.widgets import static
+from reactive_nb.ui.widgets.flush import SHARED, Flusher
+from reactive_nb.ui.widgets.source import SOURCE_TRAITS, iso
 
 if TYPE_CHECKING:
-    from reactive_nb.ui.widgets.table import TableSource
+    from reactive_nb.ui.widgets.source import TableSource
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class SourceFollower(anywidget.AnyWidget):
     def __init__(self, source: TableSource, *, flusher: Flusher | None = None,
                  **kwargs: Any) -> None:
         self._source = source
-        self._flusher = table._FLUSHER if flusher is None else flusher
+        self._flusher = SHARED if flusher is None else flusher
         self._lock = threading.Lock()  # guards _frame and _closed; never held while pushing
         self._frame: Any = None
         self._closed = False
@@ -57,7 +58,7 @@ class SourceFollower(anywidget.AnyWidget):
         state = self._state(df, status, error, updated_at)
         super().__init__(**state, **kwargs)
         self._flusher.register(self)
-        source.observe(self._on_source_change, names=list(table.SOURCE_TRAITS))
+        source.observe(self._on_source_change, names=list(SOURCE_TRAITS))
         if source.df is not df or source.status != state["status"]:
             self._flusher.request(self)  # changed while we were being built
 
@@ -76,7 +77,7 @@ class SourceFollower(anywidget.AnyWidget):
 
     def _common(self, status: str, error: str | None, updated_at: Any) -> dict[str, Any]:
         return {"name": str(getattr(self._source, "name", "") or ""), "status": status,
-                "error": error, "updated_at": table._iso(updated_at)}
+                "error": error, "updated_at": iso(updated_at)}
 
     def _state(self, df: Any, status: str, error: str | None,
                updated_at: Any) -> dict[str, Any]:
@@ -86,22 +87,16 @@ class SourceFollower(anywidget.AnyWidget):
         self._flusher.request(self)  # any worker thread: only mark dirty
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The widget view, plus a static HTML snapshot for nbconvert (which prefers the
-        widget view only when the widget state was saved) and GitHub (never widgets)."""
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle  # (data, metadata)
-        if isinstance(data, dict):
-            with contextlib.suppress(Exception):  # a display must not fail on a snapshot
-                data["text/html"] = self.static_html()
-        return bundle
+        """The widget view, plus the static HTML snapshot (`static.py`)."""
+        return static.with_static_html(super()._repr_mimebundle_(**kwargs), self.static_html)
 
     def static_html(self) -> str:
         """A static HTML snapshot: name, status, "updated at" and the first rows."""
         with self._lock:
             df = self._frame
-        columns, body, shown, total = table.frame_rows_html(df, self._static_columns())
-        return table.static_card(self.name, self.status, self.error, self.updated_at,
-                                 f"{total:,} rows", columns, body, shown=shown, total=total)
+        columns, body, shown, total = static.frame_rows_html(df, self._static_columns())
+        return static.static_card(self.name, self.status, self.error, self.updated_at,
+                                  f"{total:,} rows", columns, body, shown=shown, total=total)
 
     def _static_columns(self) -> list[str] | None:
         """The columns the snapshot shows (None: all)."""
@@ -131,7 +126,7 @@ class SourceFollower(anywidget.AnyWidget):
                 return
             self._closed = True
         with contextlib.suppress(ValueError, KeyError):
-            self._source.unobserve(self._on_source_change, names=list(table.SOURCE_TRAITS))
+            self._source.unobserve(self._on_source_change, names=list(SOURCE_TRAITS))
         self._flusher.unregister(self)
         super().close()
 
@@ -162,8 +157,8 @@ class LiveValue(SourceFollower):
 
     def static_html(self) -> str:
         """A static HTML snapshot: the label, the number, status and "updated at"."""
-        return table.static_card(self.name, self.status, self.error, self.updated_at,
-                                 f"{self.label}: {self.text}", [], "", shown=0, total=0)
+        return static.static_card(self.name, self.status, self.error, self.updated_at,
+                                  f"{self.label}: {self.text}", [], "", shown=0, total=0)
 
     def _pick(self, df: Any) -> Any:
         if df is None:
