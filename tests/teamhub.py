@@ -47,6 +47,17 @@ def define_agents(db: Any) -> Any:
     return agents
 
 
+def define_agents_inferred(db: Any) -> Any:
+    """``agents.inferred``: like ``define_agents``, its dependencies inferred from its runs."""
+
+    @db.reactive(name="agents.inferred")
+    def agents(organization_id: str) -> Any:
+        return db.read_sql("SELECT id, name FROM agent WHERE organization_id = :o ORDER BY id",
+                           o=organization_id)
+
+    return agents
+
+
 def wait_for(live: Any, predicate: Any, timeout: float = 15.0) -> None:
     """Block until ``predicate(live.df)`` holds, woken by ``df`` changes (no polling)."""
     hit = threading.Event()

@@ -18,7 +18,7 @@ import pytest
 
 import reactive_nb as rnb
 from tests.redis_server import eventually
-from tests.teamhub import create, wait_for
+from tests.teamhub import create, define_agents_inferred, wait_for
 from tests.teamhub import define_agents as define
 
 pytestmark = pytest.mark.redis
@@ -73,6 +73,25 @@ db.close()
         assert live.status in ("stale", "refreshing") and len(live.df) == 2
         live.wait(10)
         assert live.runs == 1 and "while_away" in set(live.df["name"])
+
+
+def test_a_live_query_first_served_by_another_kernel_still_refreshes(
+        shared: dict[str, str]) -> None:
+    """A second kernel whose first answer is the first kernel's cached entry has run nothing,
+    so it has inferred no dependency: it learns them from what the entry recorded, or its
+    live query would never hear a write to ``agent`` and show the old frame for good."""
+    warm = """
+from tests.teamhub import define_agents_inferred
+db = rnb.connect("{url}", redis="{redis}", key_prefix="{prefix}")
+print(len(define_agents_inferred(db)(organization_id="acme")))
+db.close()
+"""
+    assert run_process(warm, **shared).strip() == "2"
+    with rnb.connect(shared["url"], redis=shared["redis"], key_prefix=shared["prefix"]) as db:
+        live = define_agents_inferred(db).live(organization_id="acme")
+        assert live.status == "fresh" and live.runs == 0  # a shared hit: nothing ran here
+        run_process(WRITE, id="12", name="after_hit", **shared)
+        wait_for(live, lambda df: "after_hit" in set(df["name"]))
 
 
 def test_identical_queries_across_processes_share_the_cache(shared: dict[str, str]) -> None:

@@ -355,3 +355,25 @@ def test_a_tenant_write_does_not_reread_the_schema(sqlite_url: str) -> None:
         assert db.catalog.current is catalog  # not re-read
         db.execute("CREATE TABLE brand_new (id INTEGER)")
         assert db.catalog.current is not catalog  # DDL naming a new table still is
+
+
+@pytest.mark.redis
+def test_a_first_run_records_every_table_it_turned_out_to_read(
+        sqlite_url: str, redis_url: str, redis_prefix: str) -> None:
+    """An inferred function learns what it reads only by running, after its versions were
+    read: its first entry must still record those tables, or a second kernel whose first
+    answer is that entry (it has learned nothing) serves it after a write to them."""
+    from tests.teamhub import define_agents_inferred
+
+    create(sqlite_url)
+    options = {"redis": redis_url, "key_prefix": redis_prefix, "workers": 0}
+    with rnb.connect(sqlite_url, **options) as a, rnb.connect(sqlite_url, **options) as b:
+        first, second = define_agents_inferred(a), define_agents_inferred(b)
+        first(organization_id="acme")  # the first run: dependencies learned only now
+        assert len(second(organization_id="acme")) == 2
+        assert second.stats.hits == 1 and second.stats.runs == 0  # a's entry
+        a.execute("INSERT INTO agent (id, organization_id, name) VALUES (20, 'acme', 'new')")
+        served = second(organization_id="acme")
+    expected = fresh(sqlite_url, "SELECT id, name FROM agent WHERE organization_id = 'acme' "
+                                 "ORDER BY id")
+    pd.testing.assert_frame_equal(served, expected)

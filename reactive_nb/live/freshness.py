@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from reactive_nb.changes import UNSCOPED, counters_read
+from reactive_nb.events import ALL_TABLES
 from reactive_nb.stores.versions import EPOCH
 
 if TYPE_CHECKING:
@@ -28,37 +29,56 @@ DEFINITION = "@definition"
 Plan = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 
-def versions_now(versions: Versions, tenant: str,
-                 watched: frozenset[str]) -> dict[str, int]:
-    """The counters a result of ``tenant`` over ``watched`` records, read BEFORE its
-    handler runs (raises the store's errors: the caller then does not cache)."""
-    before: dict[str, int] = {}
+#: Every counter of every scope a result of one tenant reads, as read before its handler
+#: ran: scope -> {counter: value}.
+Snapshot = dict[str, dict[str, int]]
+
+
+def snapshot(versions: Versions, tenant: str) -> Snapshot:
+    """Read every counter of the scopes a result of ``tenant`` records, BEFORE its handler
+    runs (raises the store's errors: the caller then does not cache). Whole scopes, so the
+    tables a first run turns out to read (inferred dependencies, learned only after it)
+    are recorded with their values from before the run too."""
+    return {scope: versions.snapshot(scope) for scope in counters_read(tenant, ())}
+
+
+def recorded(before: Snapshot, tenant: str, watched: frozenset[str]) -> dict[str, int]:
+    """What a result over ``watched`` records from ``before`` (see ``counters_read``)."""
+    versions: dict[str, int] = {}
     for scope, counters in counters_read(tenant, watched).items():
-        snapshot = versions.snapshot(scope)
-        before.update({name: snapshot.get(counter, 0) for name, counter in counters.items()})
-    return before
+        values = before[scope]
+        versions.update({name: values.get(counter, 0) for name, counter in counters.items()})
+    return versions
 
 
 def is_fresh(versions: Versions, tenant: str, watched: frozenset[str], fingerprint: int,
-             recorded: Mapping[str, int]) -> bool:
+             entry: Mapping[str, int]) -> bool:
     """Same definition, and every counter the entry recorded still has its value."""
-    if recorded.get(DEFINITION) != fingerprint:
+    if entry.get(DEFINITION) != fingerprint:
         return False
-    return is_current(versions, tenant, watched, recorded)
+    return is_current(versions, tenant, watched, entry)
 
 
 def is_current(versions: Versions, tenant: str, watched: frozenset[str],
-               recorded: Mapping[str, int]) -> bool:
+               entry: Mapping[str, int]) -> bool:
     """Every counter the entry recorded still has the value it recorded."""
-    plan = _plan(tenant, watched, frozenset(recorded))
+    plan = _plan(tenant, watched, frozenset(entry))
     if plan is None:
         return False
     for scope, wanted in plan:
         now = versions.get(scope, [counter for _, counter in wanted])
         for name, counter in wanted:
-            if now.get(counter, 0) != recorded[name]:
+            if now.get(counter, 0) != entry[name]:
                 return False
     return True
+
+
+def recorded_tables(entry: Mapping[str, int]) -> frozenset[str]:
+    """The tables whose counters an entry recorded (in its own scope): what the process
+    that ran it watched. Another process that has not run the function yet learns its
+    inferred dependencies from them."""
+    return frozenset(name for name in entry if not name.startswith(UNSCOPED)
+                     and name not in (EPOCH, DEFINITION, ALL_TABLES))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from reactive_nb._frames import to_frame
 from reactive_nb.events import ALL_TABLES
-from reactive_nb.live.freshness import DEFINITION, is_current, is_fresh, versions_now
+from reactive_nb.live.freshness import (
+    DEFINITION,
+    Snapshot,
+    is_current,
+    is_fresh,
+    recorded,
+    recorded_tables,
+    snapshot,
+)
 from reactive_nb.live.signature import Inputs, KeyFunction
 from reactive_nb.model.fingerprint import definition_fingerprint
 from reactive_nb.model.tenants import as_tenant, current_tenant
@@ -229,7 +237,7 @@ class ReactiveFunction:
                 if shared is not None:
                     return shared
         return self._run_and_store(tenant, inputs, key,
-                                   self._versions_now(tenant) if usable else None)
+                                   self._snapshot(tenant) if usable else None)
 
     # -- one run across processes ----------------------------------------------------------
 
@@ -253,11 +261,12 @@ class ReactiveFunction:
         owner = self._owner
         rounds, seen, round_end, done_before = 0, b"", 0.0, ""
         while True:
-            before = self._versions_now(tenant)
+            before = self._snapshot(tenant)
             if before is None:
                 return None
             try:
-                claim = leases.claim(tenant, key, self.fingerprint, before, self._expected_ms())
+                claim = leases.claim(tenant, key, self.fingerprint,
+                                     recorded(before, tenant, self.watched), self._expected_ms())
             except owner.health.errors as exc:
                 owner.health.failed(exc)
                 return None
@@ -294,7 +303,7 @@ class ReactiveFunction:
                 return self._followed(found)
 
     def _lead(self, leases: RedisLeases, claim: Claim, tenant: str,
-              inputs: Mapping[str, Any], key: str, before: dict[str, int]) -> Fetched:
+              inputs: Mapping[str, Any], key: str, before: Snapshot) -> Fetched:
         """Run holding the lease, store, then release and announce (also on failure: a
         failed run writes no entry and its followers take over at once)."""
         with self.stats.lock:
@@ -314,7 +323,7 @@ class ReactiveFunction:
             self._owner.health.failed(exc)
 
     def _run_anyway(self, tenant: str, inputs: Mapping[str, Any], key: str,
-                    before: dict[str, int]) -> Fetched:
+                    before: Snapshot) -> Fetched:
         with self.stats.lock:
             self.stats.ran_anyway += 1
         return self._run_and_store(tenant, inputs, key, before)
@@ -337,25 +346,32 @@ class ReactiveFunction:
         except owner.health.errors as exc:
             owner.health.failed(exc)
             return None
-        return None if entry is None else Fetched(entry.df, True, entry.versions)
+        if entry is None:
+            return None
+        self._learn_recorded(entry.versions)
+        return Fetched(entry.df, True, entry.versions)
 
-    def _versions_now(self, tenant: str) -> dict[str, int] | None:
+    def _snapshot(self, tenant: str) -> Snapshot | None:
         """The counters a result of ``tenant`` records, read BEFORE its handler runs; None
         when the store failed (the result is then not cached)."""
         owner = self._owner
         try:
-            return versions_now(owner.versions, tenant, self.watched)
+            return snapshot(owner.versions, tenant)
         except owner.health.errors as exc:
             owner.health.failed(exc)
             return None
 
     def _run_and_store(self, tenant: str, inputs: Mapping[str, Any], key: str,
-                       before: dict[str, int] | None) -> Fetched:
-        """Run the handler and cache its frame under ``before`` (not cached when None)."""
+                       before: Snapshot | None) -> Fetched:
+        """Run the handler and cache its frame under ``before`` (not cached when None).
+
+        The entry records the tables watched *after* the run: a first run of an inferred
+        function learns what it read only by running, and those tables' counters come
+        from ``before`` too, so a write during the run still leaves the entry stale."""
         owner = self._owner
         with as_tenant(tenant):  # a worker thread runs it as the live query's tenant
             df = self.run(inputs)
-        versions = dict(before or {})
+        versions = recorded(before, tenant, self.watched) if before is not None else {}
         versions[DEFINITION] = self.fingerprint
         if self.cache_enabled and before is not None:
             try:
@@ -375,6 +391,7 @@ class ReactiveFunction:
                                     lambda v: v.get(DEFINITION) == self.fingerprint)
             if entry is None:
                 return None
+            self._learn_recorded(entry.versions)
             return entry.df, self._current(tenant, entry.versions), entry.created_at
         except owner.health.errors as exc:
             owner.health.failed(exc)
@@ -419,6 +436,14 @@ class ReactiveFunction:
         if self.declared is None:
             self._learn(reads)
         return df
+
+    def _learn_recorded(self, versions: Mapping[str, int]) -> None:
+        """Inferred dependencies from an entry of this definition that another process
+        computed: this process may never have run the handler (its first answer was a
+        shared hit), and its live queries must still hear writes to those tables."""
+        if self.declared is None and not (tables := recorded_tables(versions)) <= self._inferred:
+            self._inferred = self._inferred | tables
+            self._owner.dependencies_changed(self)
 
     def _learn(self, reads: set[str]) -> None:
         if not reads and not self._inferred and not self._warned_no_reads:
