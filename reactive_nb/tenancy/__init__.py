@@ -17,7 +17,8 @@ transaction on the shared database for PostgreSQL row-level security policies.
 
 from __future__ import annotations
 
-from reactive_nb.tenancy.directory import LIST_FUNCTION, Tenancy
+from reactive_nb.tenancy.directory import Tenancy
 from reactive_nb.tenancy.handle import TenantHandle
+from reactive_nb.tenancy.listing import LIST_FUNCTION
 
 __all__ = ["LIST_FUNCTION", "Tenancy", "TenantHandle"]

@@ -6,26 +6,19 @@ every tenant-scoped use goes through it: ``db.tenant(t)``, ``fn(...)`` and ``fn.
 ``session`` as a tenant (via the tenant's engine). It delegates to specialists:
 ``Resolver`` (which tenants exist, which database holds each), ``EnginePool`` (one lazy
 engine per tenant database), ``TenantCaptures`` (capture of those databases),
-``AccessControl`` (who may open what) and ``RowSecurity`` (RLS on the shared database).
-
-Changes to the tables the directory reads (``organization``, ``membership``) arrive on
-the bus like any other: the subscriber forgets the cached answers at once (so the next
-check asks again) and wakes a background thread that re-checks every tenant with live
-queries here; a tenant the user lost access to, or whose row is gone, has its live
-queries stopped and their frames cleared (``Scheduler.revoke``). With ``workers=0`` there
-is no thread: tests call ``recheck()`` and ``sweep()`` themselves.
+``AccessControl`` (who may open what), ``RowSecurity`` (RLS on the shared database) and
+``Rechecker`` (stopping the live queries of tenants that are gone or no longer allowed
+when the directory's tables change); ``Tenancy.list()`` and ``live()`` go through the
+reactive function of ``listing``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reactive_nb.changes import BY_TENANTS
 from reactive_nb.errors import (
     ClosedError,
     ConfigError,
@@ -40,8 +33,10 @@ from reactive_nb.tenancy.access import AccessControl, default_user
 from reactive_nb.tenancy.capture import TenantCaptures
 from reactive_nb.tenancy.engines import EnginePool
 from reactive_nb.tenancy.handle import TenantHandle
+from reactive_nb.tenancy.listing import list_function
+from reactive_nb.tenancy.options import check_options
+from reactive_nb.tenancy.recheck import Rechecker
 from reactive_nb.tenancy.resolve import Resolver
-from reactive_nb.threads import Background
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,13 +55,6 @@ logger = logging.getLogger(__name__)
 
 #: ``Tenancy.list`` shadows the builtin inside the class body.
 Names = list[str]
-
-#: Name of the reactive function behind ``Tenancy.list()`` / ``Tenancy.live()``.
-LIST_FUNCTION = "reactive_nb.tenants"
-#: Longest wait of the tenancy thread between two sweeps of idle engines.
-SWEEP_CAP = 60.0
-#: Pause after a re-check failed (main database unreachable) before trying again.
-RETRY_DELAY = 1.0
 
 
 class Owner(FunctionOwner, Protocol):
@@ -101,9 +89,9 @@ class Tenancy:
                  background: bool | None = None) -> None:
         from reactive_nb.model.sql import sqlglot_dialect
 
-        _check_options(database=database, url=url, access=access, user=user,
-                       list_sql=list_sql, access_ttl=access_ttl, idle_timeout=idle_timeout,
-                       pool_size=pool_size, max_overflow=max_overflow)
+        check_options(database=database, url=url, access=access, user=user,
+                      list_sql=list_sql, access_ttl=access_ttl, idle_timeout=idle_timeout,
+                      pool_size=pool_size, max_overflow=max_overflow)
         self._owner = owner
         self.user = user if user is not None else default_user()
         dialect = sqlglot_dialect(owner.engine.dialect.name)
@@ -122,25 +110,24 @@ class Tenancy:
         self.engines = EnginePool(owner.engine, url, hook=self.captures.hook,
                                   pool_size=pool_size, max_overflow=max_overflow,
                                   idle_timeout=idle_timeout)
-        self._list_fn = self._list_function() if self.resolver.list_sql is not None else None
+        self._list_fn = (list_function(owner, self.resolver, self.access,
+                                       sorted(self._directory_tables | self._access_tables))
+                         if self.resolver.list_sql is not None else None)
         self._rls: RowSecurity | None = None
         if rls:  # last of what may fail: it hooks the main engine
             from reactive_nb.tenancy.rls import RowSecurity
 
             self._rls = RowSecurity(owner.engine)
-        # _cond guards the two "due" flags: what the next recheck() must look at.
-        self._cond = threading.Condition(threading.Lock())
-        self._directory_due = False
-        self._access_due = False
-        self.closed = False
-        self._unsubscribe = owner.subscribe(self._on_change)
-        self._unwatch = owner.scheduler.watch_tenants(self._follow, self._unfollow)
         run_thread = owner.settings.workers > 0 if background is None else background
-        self._thread = Background("tenancy", self._loop, wake=self._wake) if run_thread \
-            else None
+        self._rechecker = Rechecker(
+            owner.scheduler, self.resolver, self.access, self.engines,
+            directory_tables=self._directory_tables, access_tables=self._access_tables,
+            follow=self._follow, background=run_thread)
+        self.closed = False
+        self._unsubscribe = owner.subscribe(self._rechecker.on_change)
+        self._unwatch = owner.scheduler.watch_tenants(self._follow, self._unfollow)
         owner.tenants.use(self)
-        if self._thread is not None:
-            self._thread.start()
+        self._rechecker.start()
 
     def __repr__(self) -> str:
         return (f"<Tenancy user={self.user!r} engines={len(self.engines.tenants())} "
@@ -169,11 +156,8 @@ class Tenancy:
         """The tenants this user may open: the ``list=`` query's rows (first column: the
         tenant) whose access check passes. Cached; refreshed when its tables change."""
         self._check_open()
-        if self._list_fn is None:  # nothing lists the tenants
-            import pandas as pd
-
-            empty: pd.DataFrame = pd.DataFrame({"tenant": pd.Series([], dtype=object)})
-            return empty
+        if self._list_fn is None:  # nothing lists the tenants: the resolver's empty frame
+            return self.resolver.frame()
         with as_tenant(DEFAULT_TENANT):  # the directory is not any tenant's data
             frame: pd.DataFrame = self._list_fn(user=self.user)
         return frame
@@ -290,89 +274,15 @@ class Tenancy:
 
     # -- keeping it current ----------------------------------------------------------------
 
-    def _on_change(self, change: Change) -> None:
-        """Bus subscriber (must be quick): forget what a change to the directory's tables
-        may have made wrong, and wake the thread that re-checks live tenants."""
-        tables = {t.removesuffix(BY_TENANTS) for t in change.tables}
-        everything = ALL_TABLES in tables
-        directory = everything or not tables.isdisjoint(self._directory_tables)
-        access = self.access is not None and (
-            everything or not tables.isdisjoint(self._access_tables))
-        if not (directory or access):
-            return
-        if directory:
-            self.resolver.invalidate()
-        if access and self.access is not None:
-            self.access.invalidate()
-        with self._cond:
-            self._directory_due |= directory
-            self._access_due |= access
-            self._cond.notify_all()
-
     def recheck(self, *, everything: bool = False) -> dict[str, str]:
-        """Re-check the tenants in use after a change to the directory's tables: a tenant
-        whose row is gone, or that this user may no longer open, has its live queries
-        stopped and cleared; an engine whose database moved is dropped. Returns
-        ``{tenant: error}`` of the stopped ones. ``everything``: as if every table changed."""
-        if everything:
-            self.resolver.invalidate()
-            if self.access is not None:
-                self.access.invalidate()
-        with self._cond:
-            directory, access = self._directory_due or everything, self._access_due or everything
-            self._directory_due = self._access_due = False
-        live = [t for t in self._owner.scheduler.tenants() if t != DEFAULT_TENANT]
-        stopped: dict[str, str] = {}
-        moved: Names = []
-        if directory:
-            for tenant in dict.fromkeys([*live, *self.engines.tenants()]):
-                try:
-                    database = self.resolver.lookup(tenant)
-                except TenantNotFound as exc:
-                    stopped[tenant] = one_line(exc, typed=True)
-                    self.engines.drop(tenant)
-                    continue
-                current = self.engines.database_of(tenant)
-                if current is not None and current != database:
-                    self.engines.drop(tenant)
-                    moved.append(tenant)
-        if access and self.access is not None:
-            remaining = [t for t in live if t not in stopped]
-            for tenant, granted in self.access.ask(remaining).items():
-                if not granted:
-                    denied = TenantAccessDenied(self.user, tenant)
-                    stopped[tenant] = one_line(denied, typed=True)
-        for tenant, error in stopped.items():
-            self._owner.scheduler.revoke(tenant, error)
-        for tenant in moved:
-            if tenant not in stopped:
-                self._follow(tenant)  # listen to the database it moved to
-        return stopped
+        """Re-check the tenants in use now, without waiting for the thread: a tenant whose
+        row is gone, or that this user may no longer open, has its live queries stopped and
+        cleared. Returns ``{tenant: error}`` of the stopped ones (``Rechecker.recheck``)."""
+        return self._rechecker.recheck(everything=everything)
 
     def sweep(self) -> float:
         """Release the connections of idle tenant engines; seconds until the next is due."""
-        return self.engines.sweep()
-
-    def _loop(self, stop: threading.Event) -> None:
-        wait = min(self.engines.idle_timeout, SWEEP_CAP)
-        while not stop.is_set():
-            with self._cond:
-                if not (self._directory_due or self._access_due):
-                    self._cond.wait(wait)
-            if stop.is_set():
-                return
-            try:
-                self.recheck()
-            except Exception as exc:  # the main database is unreachable: try again later
-                logger.warning("re-checking tenants failed (%s); retrying", one_line(exc))
-                with self._cond:
-                    self._directory_due = self._access_due = True
-                stop.wait(RETRY_DELAY)
-            wait = min(self.sweep(), SWEEP_CAP)
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        return self._rechecker.sweep()
 
     # -- listeners of tenant databases (scheduler hooks) -----------------------------------
 
@@ -399,31 +309,6 @@ class Tenancy:
 
         return calls_pattern(self._owner.catalog.facts.volatile_functions)
 
-    # -- the list of tenants ---------------------------------------------------------------
-
-    def _list_function(self) -> ReactiveFunction:
-        from reactive_nb.live.functions import ReactiveFunction
-        from reactive_nb.model.inputs import canonical_json
-
-        resolver, control = self.resolver, self.access
-
-        def tenants(user: str) -> pd.DataFrame:
-            frame = resolver.frame()
-            if control is None or frame.empty:
-                return frame
-            ids = [str(v) for v in frame.iloc[:, 0]]
-            granted = control.ask(ids, user)  # fresh: this result is cached by versions
-            allowed: pd.DataFrame = frame[[granted[t] for t in ids]].reset_index(drop=True)
-            return allowed
-
-        # The queries are part of the key: another configuration never shares its entries.
-        queries = f"{resolver.list_sql}\0{control.sql if control is not None else ''}"
-        digest = hashlib.sha256(queries.encode()).hexdigest()[:16]
-        return ReactiveFunction(
-            self._owner, tenants, name=LIST_FUNCTION,
-            dependencies=sorted(self._directory_tables | self._access_tables),
-            key=lambda inputs: f"{LIST_FUNCTION}:{digest}:{canonical_json(inputs)}")
-
     # -- lifecycle -------------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -439,32 +324,11 @@ class Tenancy:
         self._owner.tenants.use(None)
         self._unsubscribe()
         self._unwatch()
-        if self._thread is not None:
-            self._thread.stop()
+        self._rechecker.stop()
         self.engines.close()
         self.captures.close()
         if self._rls is not None:
             self._rls.close()
 
 
-def _check_options(**options: Any) -> None:
-    """One ConfigError line per option of the wrong shape, before anything connects."""
-    problems = []
-    for name in ("database", "url", "access", "user", "list_sql"):
-        value = options[name]
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            shown = "list" if name == "list_sql" else name
-            problems.append(f"{shown}: expected a non-empty string or None, got {value!r:.60}")
-    for name in ("access_ttl", "idle_timeout"):
-        value = options[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            problems.append(f"{name}: expected a number of seconds >= 0, got {value!r:.60}")
-    for name in ("pool_size", "max_overflow"):
-        value = options[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append(f"{name}: expected a whole number >= 0, got {value!r:.60}")
-    if problems:
-        raise ConfigError("tenancy(): " + "; ".join(problems))
-
-
-__all__ = ["LIST_FUNCTION", "Owner", "Tenancy"]
+__all__ = ["Owner", "Tenancy"]
