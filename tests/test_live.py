@@ -338,3 +338,43 @@ def test_close_closes_live_queries_and_their_widgets(sqlite_url: str) -> None:
     db.close()
     assert live.closed
     assert our_threads() == []  # no worker, no bus reader, no widget flusher left
+
+
+def test_an_update_overtaken_by_a_later_run_is_not_applied(sqlite_url: str) -> None:
+    """The scheduler decides under its lock but delivers after releasing it, from whatever
+    thread made the decision: a write's "stale" (with the old frame) can reach a live query
+    after the worker's "fresh" (with the new one). Applied in arrival order, the query would
+    show "stale" and the old frame for good, while the scheduler thinks it is fresh. Here
+    the writer's thread is held inside its delivery to the first of two members while the
+    main thread runs the refresh; the other member gets the "stale" last."""
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        agents = agents_fn(db)
+        lives = [agents.live(organization_id="acme"), agents.live(organization_id="acme")]
+        db.scheduler.run_until_idle()
+        assert [live.status for live in lives] == ["fresh", "fresh"]
+        holding, release = threading.Event(), threading.Event()
+        writer: list[int] = []
+
+        def hold(change: dict[str, object]) -> None:
+            if (change["new"] == "stale" and threading.get_ident() in writer
+                    and not holding.is_set()):
+                holding.set()
+                assert release.wait(30)
+
+        for live in lives:
+            live.observe(hold, names=["status"])
+
+        def write() -> None:
+            writer.append(threading.get_ident())
+            db.execute("INSERT INTO agent (id, organization_id, name) VALUES (9, 'acme', 'x')")
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        assert holding.wait(30)  # "stale" delivered to one member, not yet to the other
+        assert db.scheduler.run_until_idle() == 1  # the refresh, delivered to both
+        release.set()
+        thread.join(30)
+        for live in lives:
+            assert live.status == "fresh", live.status
+            assert list(live.df["name"]) == ["ada", "bob", "x"]

@@ -35,6 +35,10 @@ class Update:
     ran: bool = False  # the handler ran (not a cache hit)
     attempt: bool = False  # a refresh attempt started
     cleared: bool = False  # drop the frame (access revoked: data must not stay visible)
+    #: Order of the scheduler's decisions, taken under its lock. Updates are delivered
+    #: after the lock is released, from several threads, so they can arrive out of order:
+    #: a live query applies state only from an update newer than the last one it applied.
+    seq: int = 0
 
     def but(self, **changes: Any) -> Update:
         """A copy with ``changes``."""
@@ -88,8 +92,9 @@ class Group:
     def fresh(self) -> bool:
         return self.state == IDLE and not self.dirty and self.df is not None and not self.error
 
-    def snapshot(self, status: str | None = None) -> Update:
-        """The update its members get now (``status`` overrides the derived one)."""
+    def snapshot(self, seq: int, status: str | None = None) -> Update:
+        """The update its members get now, as decision ``seq`` of the scheduler
+        (``status`` overrides the derived one)."""
         if status is None:
             if self.error is not None:
                 status = "error"
@@ -103,4 +108,4 @@ class Group:
                 status = "fresh"
         if status == "refreshing" and self.df is None:
             status = "loading"
-        return Update(self.df, status, self.error)
+        return Update(self.df, status, self.error, seq=seq)

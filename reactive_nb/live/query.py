@@ -60,7 +60,8 @@ class LiveQuery(traitlets.HasTraits):
         # _reports guards nothing but itself: token -> (visible, reported at monotonic time)
         self._reports: dict[str, tuple[bool | None, float]] = {}
         self._reports_lock = threading.Lock()
-        self._state_lock = threading.Lock()  # one _apply at a time vs snapshot()
+        self._state_lock = threading.Lock()  # one receive() at a time vs snapshot()
+        self._applied = 0  # seq of the last update applied (see Update.seq)
         self._widget: Any = None
 
     @property
@@ -84,16 +85,19 @@ class LiveQuery(traitlets.HasTraits):
         # The lock makes one update atomic for snapshot(); observers run after it is
         # released (hold_trait_notifications delivers on exit of the outer block).
         with self.hold_trait_notifications(), self._state_lock:
+            if update.attempt:
+                self.attempts += 1
+            if update.ran:
+                self.runs += 1
+            if update.seq < self._applied:
+                return  # overtaken: a later decision of the scheduler was applied already
+            self._applied = update.seq
             if update.cleared and self.df is not None:
                 self.df = None
             if update.df is not None and update.df is not self.df:
                 self.df = update.df
             if update.updated_at is not None:
                 self.updated_at = update.updated_at
-            if update.attempt:
-                self.attempts += 1
-            if update.ran:
-                self.runs += 1
             if update.error != self.error:
                 self.error = update.error
             if update.status != self.status:

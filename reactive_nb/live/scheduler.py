@@ -18,6 +18,7 @@ shiny's ``reactive.flush()``.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -73,6 +74,7 @@ class Scheduler:
         self._groups: dict[GroupKey, Group] = {}
         self._index: WatchIndex[Group] = WatchIndex()
         self._queue = RunQueue()
+        self._stamps = itertools.count(1)  # Update.seq: drawn under _lock only
         self.on_attach: Callable[[], None] | None = None  # the worker pool starts lazily
         self.closed = False
         # Keys of groups one of whose live queries was garbage-collected. Appended by
@@ -98,7 +100,7 @@ class Scheduler:
                 self._index.add(group)
             group.members.add(live)
             weakref.finalize(live, self._gone.append, live.group_key)
-            joined = group.snapshot()
+            joined = group.snapshot(next(self._stamps))
         if self._follow is not None:
             self._follow(live.tenant)
             if live.tenant != DEFAULT_TENANT:  # unscoped writes reach every tenant
@@ -118,7 +120,7 @@ class Scheduler:
                 group.state = IDLE
                 if peeked is None or not peeked[1]:
                     self._mark_stale_locked(group)
-            update = group.snapshot()
+            update = group.snapshot(next(self._stamps))
             members = list(group.members)
         if peeked is not None:
             update = update.but(updated_at=datetime.fromtimestamp(peeked[2], timezone.utc))
@@ -189,7 +191,8 @@ class Scheduler:
                 group.df, group.error = None, error
                 self._drop_locked(group)
             self.wake.notify_all()  # wait_fresh() of these returns (False) at once
-        self._push(stopped, Update(None, "error", error, cleared=True))
+            update = Update(None, "error", error, cleared=True, seq=next(self._stamps))
+        self._push(stopped, update)
         if stopped:
             self._stop_following(tenant)
         return len(stopped)
@@ -258,7 +261,7 @@ class Scheduler:
                 before = group.state
                 self._mark_stale_locked(group)
                 if group.state != before or group.dirty:
-                    updates.append((list(group.members), group.snapshot()))
+                    updates.append((list(group.members), group.snapshot(next(self._stamps))))
             emptied = dropped and not self._index.has_tenant(change.tenant)
         for members, update in updates:
             self._push(members, update)
@@ -273,7 +276,7 @@ class Scheduler:
                 return
             group.force = True
             self._mark_stale_locked(group, respect_interval=False)
-            update, members = group.snapshot(), list(group.members)
+            update, members = group.snapshot(next(self._stamps)), list(group.members)
         self._push(members, update)
 
     def _mark_stale_locked(self, group: Group, respect_interval: bool = True) -> None:
@@ -367,7 +370,7 @@ class Scheduler:
         """Members are held strongly only inside this call, so a live query dropped by its
         user can be garbage-collected between runs."""
         with self._lock:
-            starting = group.snapshot(status="refreshing").but(attempt=True)
+            starting = group.snapshot(next(self._stamps), status="refreshing").but(attempt=True)
             members = list(group.members)
         self._push(members, starting)
         del members
@@ -389,7 +392,7 @@ class Scheduler:
                 delay = min(BACKOFF_START * 2 ** (group.failures - 1), BACKOFF_CAP)
                 group.not_before = now + max(delay, self.min_interval)
                 group.dirty = True  # still stale: retry after the back-off
-            update = group.snapshot()
+            update = group.snapshot(next(self._stamps))
             if fetched is not None:
                 update = update.but(status="stale" if group.dirty else "fresh",
                                     updated_at=datetime.now(timezone.utc), ran=not fetched.hit)

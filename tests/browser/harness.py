@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +124,49 @@ def screenshot_path(name: str) -> Path:
     return OUTPUT / f"{name}.png"
 
 
+# Deep equality of two JSON values (key order ignored), for `wait_for_state`.
+_SAME_JS = """(a, b) => {
+  const same = (x, y) => x === y || (typeof x === "object" && typeof y === "object"
+    && x !== null && y !== null && Array.isArray(x) === Array.isArray(y)
+    && Object.keys(x).length === Object.keys(y).length
+    && Object.keys(x).every((k) => same(x[k], y[k])));
+  return same(a, b);
+}"""
+
+
+def wait_for_state(
+    page: Page,
+    state_js: str,
+    expected: Mapping[str, Any],
+    *,
+    what: str,
+    timeout: float = 30.0,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Wait until the JS function `state_js` (no argument, returns a JSON object) returns
+    exactly `expected`, a specific value rather than "some change". `timeout` is a hang
+    bound. On timeout: an AssertionError naming `what`, each key shown differently and
+    `explain()` (e.g. the statuses the widgets went through, the kernel's view)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            f"(expected) => ({_SAME_JS})(({state_js})(), expected)",
+            arg=dict(expected),
+            timeout=timeout * 1000,
+        )
+    except PlaywrightTimeout as exc:
+        shown = page.evaluate(state_js)
+        diff = [f"  {k}: shows {shown.get(k)!r}, expected {v!r}"
+                for k, v in expected.items() if shown.get(k) != v]
+        try:
+            extra = f"\n{explain()}" if explain is not None else ""
+        except Exception as failed:  # the page or the kernel may be gone: keep the diff
+            extra = f"\n(explain() failed: {failed!r})"
+        raise AssertionError(f"{what}: not shown within {timeout:.0f} s\n"
+                             + "\n".join(diff) + extra) from exc
+
+
 class NotebookPage:
     """One open notebook in its own browser page, with its console errors collected."""
 
@@ -200,6 +243,31 @@ class NotebookPage:
             index,
         )
         return state
+
+    def kernel_output(self, code: str, timeout: float = 10.0) -> str:
+        """Run `code` in the notebook's kernel without adding a cell (for diagnostics of a
+        failed wait) and return what it printed, its result and its error, as text.
+        The kernel must be idle: ipykernel may hold a request while a cell runs."""
+        text: str = self.page.evaluate(
+            """async ([code, ms]) => {
+              const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+              const future = kernel.requestExecute({ code, store_history: false });
+              let out = "";
+              future.onIOPub = (msg) => {
+                const c = msg.content;
+                if (msg.header.msg_type === "stream") out += c.text;
+                else if (msg.header.msg_type === "execute_result") out += c.data["text/plain"];
+                else if (msg.header.msg_type === "error") out += `${c.ename}: ${c.evalue}`;
+              };
+              const late = new Promise((resolve) => setTimeout(() => resolve("late"), ms));
+              if (await Promise.race([future.done.then(() => "done"), late]) === "late") {
+                out += `\\n(no reply within ${ms} ms)`;
+              }
+              return out;
+            }""",
+            [code, timeout * 1000],
+        )
+        return text
 
     def screenshot(self, name: str, full_page: bool = False) -> Path:
         path = screenshot_path(name)
