@@ -97,6 +97,18 @@ def test_cell_defines_a_live_query_that_follows_writes(ip: Any) -> None:
     assert list(live.wait(5).df["name"]) == ["ada", "bob", "zed"]
 
 
+def test_a_cell_runs_its_sql_once(ip: Any) -> None:
+    """The cell's own run (which learns the dependencies) is the live query's first frame:
+    the live query starts fresh from it instead of running the SQL a second time."""
+    db = connect(ip)
+    ip.user_ns["org"] = "acme"
+    run(ip, AGENTS)
+    live = ip.user_ns["agents"]
+    assert live.status == "fresh" and list(live.df["name"]) == ["ada", "bob"]
+    db.scheduler.run_until_idle()  # anything due would run now (the workers may race it)
+    assert live.function.stats.runs == 1 and live.attempts == 0
+
+
 def test_parameters_are_bound_never_formatted(ip: Any) -> None:
     db = connect(ip)
     for value in ("' OR '1'='1", "'; DROP TABLE agent; --"):
