@@ -239,6 +239,32 @@ def test_redefined_function_sees_new_sql_in_a_global(sqlite_url: str) -> None:
         assert list(namespace["q"]()["id"]) == [3]  # type: ignore[operator,index]
 
 
+def test_redefined_with_more_dependencies_its_live_queries_follow_them(
+        sqlite_url: str) -> None:
+    """A cell re-run with the same code but another ``dependencies=`` (``%%reactive
+    --deps``) is another definition: its live query must not join the old definition's
+    group, which watches only the old tables and would never hear the new one."""
+    create(sqlite_url)
+    sql = ("SELECT a.name, count(m.id) AS messages FROM agent a LEFT JOIN message m "
+           "ON m.from_agent_id = a.id GROUP BY a.name ORDER BY a.name")
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        def define(dependencies: list[str]) -> rnb.ReactiveFunction:
+            @db.reactive(name="q", dependencies=dependencies)
+            def q() -> pd.DataFrame:
+                return db.read_sql(sql)
+            return q
+
+        old = define(["agent"]).live()  # the first run forgot a table
+        db.scheduler.run_until_idle()
+        live = define(["agent", "message"]).live()  # the cell re-run, corrected
+        db.scheduler.run_until_idle()
+        db.execute("INSERT INTO message (id, organization_id, from_agent_id, body) "
+                   "VALUES (90, 'acme', 1, 'hi')")
+        db.scheduler.run_until_idle()
+        pd.testing.assert_frame_equal(live.df, fresh(sqlite_url, sql))
+        old.close()
+
+
 # -- precision: unaffected live queries are not even attempted ------------------------------
 
 def test_unaffected_live_queries_get_no_refresh_attempt(sqlite_url: str) -> None:

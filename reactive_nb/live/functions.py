@@ -150,7 +150,9 @@ class ReactiveFunction:
             None if dependencies is None
             else owner.resolve_tables(dependencies, f"dependencies of {self.name}")
         )
-        self.fingerprint = definition_fingerprint(handler)
+        self.fingerprint = definition_fingerprint(handler, {
+            "dependencies": None if self.declared is None else sorted(self.declared),
+            "ttl": self.ttl, "cache": self.cache_enabled})
         self._inferred: frozenset[str] = frozenset()
         self._warned_no_reads = False
         self.stats = FunctionStats()

@@ -30,7 +30,7 @@ import functools
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import (
     BuiltinFunctionType,
     ClassMethodDescriptorType,
@@ -71,10 +71,16 @@ _NATIVE = (BuiltinFunctionType, ClassMethodDescriptorType, MethodDescriptorType,
 _CALLABLES = (FunctionType, MethodType, functools.partial, *_NATIVE)
 
 
-def definition_fingerprint(handler: Callable[..., Any]) -> int:
-    """A stable 63-bit number over the handler's code and everything it reaches (see module)."""
+def definition_fingerprint(handler: Callable[..., Any],
+                           options: Mapping[str, Any] | None = None) -> int:
+    """A stable 63-bit number over the handler's code and everything it reaches (see module),
+    and over the function's ``options`` (declared dependencies, TTL...): a function
+    redefined with other options is another definition, whose live queries do not join
+    the old definition's groups."""
     walker = _Walker()
     walker.walk_callable(handler, 0, force=True)
+    if options:
+        walker.value(dict(options), 0)
     return int.from_bytes(walker.digest(), "big") & _MASK
 
 
