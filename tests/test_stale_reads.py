@@ -113,6 +113,31 @@ def test_result_over_a_view_is_invalidated_by_its_base_table(
     assert len(members()) == 3
 
 
+def test_a_view_redefined_over_another_table_is_followed_by_live_queries(
+        db_url: str) -> None:
+    """``CREATE OR REPLACE VIEW`` moves a view onto another base table: live queries over
+    the view must follow the new base table's writes from then on, not the old one's."""
+    replace = ("CREATE OR REPLACE VIEW v AS SELECT x FROM b" if db_url.startswith("postgres")
+               else "DROP VIEW v; CREATE VIEW v AS SELECT x FROM b")
+    execute_plain(db_url, "CREATE TABLE a (x INTEGER)", "CREATE TABLE b (x INTEGER)",
+                  "CREATE VIEW v AS SELECT x FROM a")
+    sql = "SELECT count(*) AS n FROM v"
+    with rnb.connect(db_url, workers=0, min_interval=0) as db:
+        @db.reactive(dependencies=["v"])
+        def rows() -> pd.DataFrame:
+            return db.read_sql(sql)
+
+        live = rows.live()
+        db.scheduler.run_until_idle()
+        for statement in replace.split("; "):
+            db.execute(statement)
+        db.scheduler.run_until_idle()
+        db.execute("INSERT INTO b VALUES (1)")
+        db.scheduler.run_until_idle()
+        assert live.status == "fresh"
+        pd.testing.assert_frame_equal(live.df, fresh(db_url, sql))
+
+
 # -- 11. cascades and writes the SQL does not name -----------------------------------------
 
 def test_cascade_delete_invalidates_child_tables(fk_db: tuple[rnb.ReactiveDB, str]) -> None:

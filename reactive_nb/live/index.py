@@ -54,12 +54,16 @@ class WatchIndex(IndexView[W]):
         self._indexed.setdefault(watcher, frozenset())
         self.reindex(watcher)
 
-    def reindex(self, watcher: W) -> None:
-        """Follow the watcher's current watched tables (inferred dependencies grow)."""
+    def reindex(self, watcher: W, watched: frozenset[str] | None = None) -> None:
+        """Follow the watcher's current watched tables (inferred dependencies grow, a view
+        is redefined over other tables); ``watched``: its function's, computed by the
+        caller outside its lock (it may re-read the catalog)."""
         before = self._indexed.get(watcher)
         if before is None:
             return
-        watched = watcher.fn.watched - {ALL_TABLES}
+        watched = (watcher.fn.watched if watched is None else watched) - {ALL_TABLES}
+        if watched == before:
+            return
         for table in before - watched:
             self._unindex(watcher, table)
         for table in watched - before:

@@ -205,9 +205,10 @@ class Scheduler:
 
     def reindex(self, fn: ReactiveFunction) -> None:
         """The function's watched tables changed (inferred dependencies grew)."""
+        watched = fn.watched  # outside the lock: it may re-read the catalog
         with self._lock:
             for group in self._index.of_function(fn):
-                self._index.reindex(group)
+                self._index.reindex(group, watched)
 
     def _drop_locked(self, group: Group) -> None:
         self._groups.pop(group.group_key, None)
@@ -381,7 +382,12 @@ class Scheduler:
         except Exception as exc:
             error = one_line(exc, typed=True)
             logger.warning("refresh of %s failed: %s", group.key, error)
+        # What the function watches now, outside the lock (it may re-read the catalog):
+        # DDL (a view redefined over other tables) changes it, and runs follow every DDL.
+        watched = group.fn.watched
         with self._lock:
+            if group.state != CLOSED:
+                self._index.reindex(group, watched)
             now = self._clock()
             if fetched is not None:
                 group.df, group.error, group.failures = fetched.df, None, 0
