@@ -344,6 +344,39 @@ def test_ttl_expires_an_entry(sqlite_url: str) -> None:
         assert len(runs) == 2  # expired: ran again with no write at all
 
 
+def test_a_live_query_refreshes_when_its_ttl_runs_out(sqlite_url: str) -> None:
+    """``ttl=`` bounds how old a result may be when a write is not seen (a client without
+    triggers): a live query's frame must refresh when it runs out too, with no write and
+    no call; cached frames count from when they were computed."""
+    create(sqlite_url)
+    now = [1_000_000.0]
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        db.cache.clock = lambda: now[0]
+        db.scheduler.clock = lambda: now[0]
+
+        @db.reactive(dependencies=["agent"], ttl=60)
+        def agents() -> pd.DataFrame:
+            return db.read_sql("SELECT id FROM agent ORDER BY id")
+
+        agents()  # cached at t = 0
+        now[0] += 30
+        live = agents.live()  # starts from the cached frame, 30 s old
+        assert live.status == "fresh" and db.scheduler.run_until_idle() == 0
+        execute_plain(sqlite_url, "INSERT INTO agent (id, organization_id, name) "
+                                  "VALUES (50, 'acme', 'unseen')")  # no capture sees it
+        now[0] += 29
+        assert db.scheduler.run_until_idle() == 0 and len(live.df) == 3  # within its TTL
+        now[0] += 2
+        assert db.scheduler.run_until_idle() == 1  # the TTL ran out: refreshed
+        assert live.status == "fresh" and agents.stats.runs == 2
+        pd.testing.assert_frame_equal(live.df, fresh(sqlite_url, "SELECT id FROM agent "
+                                                                 "ORDER BY id"))
+        now[0] += 59
+        assert db.scheduler.run_until_idle() == 0  # the new frame has its own TTL
+        now[0] += 2
+        assert db.scheduler.run_until_idle() == 1
+
+
 # -- 6. unscoped writes reach every tenant's results, at O(1) cost ---------------------------
 
 def test_unscoped_write_reaches_tenant_results_of_unknown_tenants(sqlite_url: str) -> None:

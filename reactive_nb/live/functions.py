@@ -104,6 +104,18 @@ class Fetched:
     df: pd.DataFrame
     hit: bool
     versions: Mapping[str, int]
+    #: Seconds since the frame was computed (0 for a run): a TTL counts from then.
+    age: float = 0.0
+
+
+@dataclass(frozen=True)
+class Peeked:
+    """A cached frame as a new live query first shows it."""
+
+    df: pd.DataFrame
+    fresh: bool
+    created_at: float  # ``time.time()`` seconds, for "updated at"
+    age: float  # seconds since it was computed, for the TTL
 
 
 class ReactiveFunction:
@@ -351,7 +363,8 @@ class ReactiveFunction:
         if entry is None:
             return None
         self._learn_recorded(entry.versions)
-        return Fetched(entry.df, True, entry.versions)
+        return Fetched(entry.df, True, entry.versions,
+                       max(owner.cache.clock() - entry.created_at, 0.0))
 
     def _snapshot(self, tenant: str) -> Snapshot | None:
         """The counters a result of ``tenant`` records, read BEFORE its handler runs; None
@@ -382,9 +395,8 @@ class ReactiveFunction:
                 owner.health.failed(exc)
         return Fetched(df, False, versions)
 
-    def peek(self, tenant: str, key: str) -> tuple[pd.DataFrame, bool, float] | None:
-        """The cached frame (fresh or not), whether it is fresh, and when it was computed
-        (``time.time()``); None when not cached."""
+    def peek(self, tenant: str, key: str) -> Peeked | None:
+        """The cached frame, fresh or not; None when not cached."""
         owner = self._owner
         if not self.cache_enabled or not owner.health.ready():
             return None
@@ -394,7 +406,8 @@ class ReactiveFunction:
             if entry is None:
                 return None
             self._learn_recorded(entry.versions)
-            return entry.df, self._current(tenant, entry.versions), entry.created_at
+            return Peeked(entry.df, self._current(tenant, entry.versions), entry.created_at,
+                          max(owner.cache.clock() - entry.created_at, 0.0))
         except owner.health.errors as exc:
             owner.health.failed(exc)
             return None

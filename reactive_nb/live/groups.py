@@ -83,6 +83,7 @@ class Group:
     failures: int = 0
     not_before: float = 0.0  # earliest start of the next run (min_interval, back-off)
     stale_since: float = 0.0
+    expires: float | None = None  # when its frame's TTL runs out (scheduler clock)
 
     @property
     def group_key(self) -> GroupKey:

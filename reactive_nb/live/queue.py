@@ -2,8 +2,9 @@
 
 Ready groups are ranked by explicit ``db.priorities``, then visible before hidden, then
 high > normal > low, then how long they have been stale; delayed groups (``min_interval``,
-back-off) wait in a heap by due time and join the ready ones when due. Not thread-safe:
-the scheduler's lock guards every call.
+back-off) wait in a heap by due time and join the ready ones when due; fresh groups of a
+function with a TTL wait in a third heap for their frame to expire. Not thread-safe: the
+scheduler's lock guards every call.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class RunQueue:
     def __init__(self) -> None:
         self._ready: list[tuple[tuple[Any, ...], int, Group]] = []
         self._delayed: list[tuple[float, int, Group]] = []
+        self._expiring: list[tuple[float, int, Group]] = []
         self._seq = itertools.count()
         self._explicit: dict[str, int] = {}
 
@@ -47,9 +49,25 @@ class RunQueue:
                 return group
         return None
 
+    def expire(self, group: Group, when: float) -> None:
+        """Make ``group`` stale at ``when`` (its frame's TTL), unless it runs before."""
+        group.expires = when
+        heapq.heappush(self._expiring, (when, next(self._seq), group))
+
+    def expired(self, now: float) -> list[Group]:
+        """Groups whose frame's TTL ran out by ``now`` (and was not renewed since)."""
+        out = []
+        while self._expiring and self._expiring[0][0] <= now:
+            when, _, group = heapq.heappop(self._expiring)
+            if group.expires == when:
+                group.expires = None
+                out.append(group)
+        return out
+
     def next_due(self) -> float | None:
-        """When the earliest delayed group is due; None when none waits."""
-        return self._delayed[0][0] if self._delayed else None
+        """When the earliest delayed group is due or TTL runs out; None when none waits."""
+        due = [heap[0][0] for heap in (self._delayed, self._expiring) if heap]
+        return min(due) if due else None
 
     @property
     def explicit(self) -> list[str]:

@@ -65,7 +65,7 @@ class Scheduler:
         self.min_interval = min_interval
         self._follow = follow
         self._unfollow = unfollow
-        self._clock = clock
+        self.clock = clock  # monotonic seconds; tests step it
         # _lock guards every field below; it is held for dict/heap operations only, never
         # while running a handler, touching Redis or setting traits (which may send
         # widget messages). Contention is low: one short section per change and per run.
@@ -115,15 +115,18 @@ class Scheduler:
         peeked = live.function.peek(live.tenant, live.key)  # I/O: outside the lock
         with self._lock:
             if peeked is not None:
-                group.df = peeked[0]
+                group.df = peeked.df
+                if peeked.fresh:
+                    self._expire_locked(group, peeked.age)
             if group.state == NEW:
                 group.state = IDLE
-                if peeked is None or not peeked[1]:
+                if peeked is None or not peeked.fresh:
                     self._mark_stale_locked(group)
             update = group.snapshot(next(self._stamps))
             members = list(group.members)
         if peeked is not None:
-            update = update.but(updated_at=datetime.fromtimestamp(peeked[2], timezone.utc))
+            update = update.but(updated_at=datetime.fromtimestamp(peeked.created_at,
+                                                                  timezone.utc))
         self._push(members, update)
 
     def detach(self, live: Member) -> None:
@@ -280,8 +283,15 @@ class Scheduler:
             update, members = group.snapshot(next(self._stamps)), list(group.members)
         self._push(members, update)
 
+    def _expire_locked(self, group: Group, age: float) -> None:
+        """With a TTL, a frame ``age`` seconds old goes stale when the TTL runs out, with
+        no write needed: its live queries refresh then."""
+        ttl = group.fn.ttl
+        if ttl is not None:
+            self._queue.expire(group, self.clock() + max(ttl - age, 0.0))
+
     def _mark_stale_locked(self, group: Group, respect_interval: bool = True) -> None:
-        now = self._clock()
+        now = self.clock()
         if group.state == RUNNING:
             group.dirty = True
             return
@@ -314,7 +324,11 @@ class Scheduler:
 
     def _next_locked(self) -> Group | None:
         """Pop the best due group; None if none is due."""
-        while (group := self._queue.pop(self._clock())) is not None:
+        now = self.clock()
+        for expired in self._queue.expired(now):
+            if expired.state == IDLE:
+                self._mark_stale_locked(expired)
+        while (group := self._queue.pop(now)) is not None:
             if group.members:
                 return group
             self._drop_locked(group)  # garbage-collected meanwhile: nobody to refresh
@@ -337,7 +351,7 @@ class Scheduler:
                 if stop is None or stop.is_set():
                     return None
                 due = self._queue.next_due()
-                timeout = REAP_INTERVAL if due is None else min(due - self._clock(),
+                timeout = REAP_INTERVAL if due is None else min(due - self.clock(),
                                                                 REAP_INTERVAL)
                 if not self.wake.wait(max(timeout, 0.0005)) and self._gone:
                     return None  # idle: let the caller reap, then come back
@@ -388,10 +402,11 @@ class Scheduler:
         with self._lock:
             if group.state != CLOSED:
                 self._index.reindex(group, watched)
-            now = self._clock()
+            now = self.clock()
             if fetched is not None:
                 group.df, group.error, group.failures = fetched.df, None, 0
                 group.not_before = now + self.min_interval
+                self._expire_locked(group, fetched.age)
             else:
                 group.error = error
                 group.failures += 1

@@ -57,6 +57,9 @@ class CacheEntry:
 class Cache(Protocol):
     """Where results are kept, per tenant and key."""
 
+    #: ``time.time()`` seconds, the clock of ``created_at`` and TTLs (tests inject one).
+    clock: Callable[[], float]
+
     def get(self, tenant: str, key: str,
             valid: Callable[[Mapping[str, int]], bool] | None = None) -> CacheEntry | None:
         """The entry, or None when it is missing, expired, or ``valid(versions)`` is False.
