@@ -252,7 +252,7 @@ def idle_poller_table(seconds: float) -> Table:
                 "ours": _thread_cpu_clock(sqlite_capture.THREAD_NAME)}
             for interval, baseline in baselines.items():
                 baseline.start()
-                ident = baseline._thread.ident  # both baselines' threads share one name
+                ident = baseline.thread.ident  # both baselines' threads share one name
                 assert ident is not None
                 clocks[interval] = time.pthread_getcpuclockid(ident)
             time.sleep(1.5)  # the baselines' first poll runs the full query: not counted

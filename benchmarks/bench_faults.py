@@ -288,7 +288,8 @@ _FILL = r"""
 import gc, json, sys
 import numpy as np
 from reactive_nb._frames import pandas
-from reactive_nb.stores.cache import MemoryCache, _frame_nbytes
+from reactive_nb.stores.cache import MemoryCache
+from reactive_nb.stores.cache.memory import frame_nbytes
 
 pd = pandas()
 shape, entries, bound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -327,7 +328,8 @@ for i in range(entries):
     cache.set("acme", 'items.byKey:{"key":%d}' % i, make(i), versions, None)
 gc.collect()
 grown = rss() - before
-data = sum(_frame_nbytes(e.df) for e in cache._entries.values())
+kept = (cache.get("acme", 'items.byKey:{"key":%d}' % i) for i in range(entries))
+data = sum(frame_nbytes(entry.df) for entry in kept if entry is not None)  # lazy copies
 print(json.dumps({"grown": grown, "kept": len(cache), "counted": cache.nbytes,
                   "data": data}))
 """

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from .common import (
     Settings,
     Table,
-    _pg_admin,
     fmt_ratio,
     fmt_time,
+    pg_admin,
     pg_available,
     pg_database,
     sqlite_file,
@@ -218,7 +218,7 @@ def engines(settings: Settings) -> Table:
         created: list[str] = []
         try:
             for name in own.values():
-                _pg_admin(f'CREATE DATABASE "{name}"')
+                pg_admin(f'CREATE DATABASE "{name}"')
                 created.append(name)
             create_directory(url, tenants, own)
             with rnb.connect(url, workers=0, capture="local") as db:
@@ -237,7 +237,7 @@ def engines(settings: Settings) -> Table:
                 after = _connections(created)
         finally:
             for name in created:
-                _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     table.add("tenants in the directory", f"{tenants:,}", "—", "—")
     table.add("tenants used (open + one query each)",
               f"{len(used)} ({own_count} own databases, {shared_used} shared)", "—", "—")

@@ -223,7 +223,8 @@ def redis_available() -> bool:
     return reachable(REDIS_HOST, REDIS_PORT)
 
 
-def _pg_admin(sql: str) -> None:
+def pg_admin(sql: str) -> None:
+    """Run ``sql`` as the postgres superuser in the ``postgres`` database (autocommit)."""
     import psycopg
 
     with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
@@ -235,11 +236,11 @@ def _pg_admin(sql: str) -> None:
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database ``rnb_bench_<hex>`` (SQLAlchemy URL), dropped afterwards."""
     name = f"rnb_bench_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
+    pg_admin(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
     finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pg_conninfo(url: str) -> str:
@@ -365,15 +366,16 @@ class PollingBaseline:
         self.interval = interval
         self.errors: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reactive_nb-bench-poller",
-                                        daemon=True)
+        #: The polling thread (bench_external reads its CPU clock through its ident).
+        self.thread = threading.Thread(target=self._run, name="reactive_nb-bench-poller",
+                                       daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self.thread.start()
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self.thread.join(timeout=10)
         self.engine.dispose()
 
     def _run(self) -> None:

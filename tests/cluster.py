@@ -112,6 +112,79 @@ class Cluster:
         finally:
             client.close()
 
+    def node(self, port: int) -> Any:
+        """A plain client of one node (commands about that node: INFO, CLIENT LIST)."""
+        import redis
+
+        return redis.Redis(host=HOST, port=port, socket_timeout=10)
+
+    def node_id(self, port: int) -> str:
+        return redis_cli("-h", HOST, "-p", str(port), "cluster", "myid").strip()
+
+    def begin_migration(self, slot: int, target: int) -> int:
+        """Mark ``slot`` importing on ``target`` and migrating on its master, the first
+        steps of ``redis-cli --cluster reshard``; the master's port. No key moves yet."""
+        source = self.master_of(slot)
+        redis_cli("-h", HOST, "-p", str(target), "cluster", "setslot", str(slot),
+                  "importing", self.node_id(source))
+        redis_cli("-h", HOST, "-p", str(source), "cluster", "setslot", str(slot),
+                  "migrating", self.node_id(target))
+        return source
+
+    def keys_in_slot(self, port: int, slot: int) -> list[str]:
+        """The keys of ``slot`` that node ``port`` holds."""
+        out = redis_cli("-h", HOST, "-p", str(port), "cluster", "getkeysinslot", str(slot),
+                        "100000")
+        return out.split()
+
+    def migrate(self, source: int, target: int, keys: list[str]) -> None:
+        """MIGRATE these keys from ``source`` to ``target`` (one batch of a reshard)."""
+        redis_cli("-h", HOST, "-p", str(source), "migrate", HOST, str(target), "", "0",
+                  "5000", "keys", *keys)
+
+    def finish_migration(self, slot: int, source: int, target: int) -> None:
+        """Move the keys of ``slot`` still on ``source``, then give the slot to ``target``:
+        the rest of a reshard."""
+        keys = self.keys_in_slot(source, slot)
+        if keys:
+            self.migrate(source, target, keys)
+        self.end_migration(slot, target)
+
+    @contextlib.contextmanager
+    def migrating(self, slot: int, target: int) -> Iterator[int]:
+        """``slot`` migrating to ``target`` (:meth:`begin_migration`) inside the block, which
+        gets the source's port; finished on the way out unless the block did, so the
+        cluster stays whole whatever the test does."""
+        source = self.begin_migration(slot, target)
+        try:
+            yield source
+        finally:
+            if self.master_of(slot) != target:
+                self.finish_migration(slot, source, target)
+
+    def end_migration(self, slot: int, target: int) -> None:
+        """Give ``slot`` to ``target`` on every master (the last step of a reshard) and
+        wait until the cluster says so."""
+        target_id = self.node_id(target)
+        for port in self.masters():
+            redis_cli("-h", HOST, "-p", str(port), "cluster", "setslot", str(slot), "node",
+                      target_id)
+        _wait_for(lambda: self.master_of(slot) == target, f"slot {slot} to move")
+
+    def errors(self, port: int, kind: str) -> int:
+        """How many ``kind`` errors (``TRYAGAIN``, ``ASK``...) ``port`` answered so far."""
+        found = self.info(port, "info errorstats").get(f"errorstat_{kind}", "count=0")
+        return int(found.split("count=")[1].split(",")[0])
+
+    def blocked(self, port: int, name: str) -> int:
+        """Connections named ``name`` blocked in a command on ``port`` now (CLIENT LIST)."""
+        client = self.node(port)
+        try:
+            return sum(1 for c in client.client_list()
+                       if c.get("name") == name and "b" in c.get("flags", ""))
+        finally:
+            client.close()
+
     def masters(self) -> list[int]:
         ports = []
         for port in self.ports:

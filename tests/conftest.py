@@ -37,7 +37,8 @@ def need_service(name: str, host: str, port: int) -> None:
     pytest.skip(reason)
 
 
-def _pg_admin_exec(sql: str) -> None:
+def pg_admin_exec(sql: str) -> None:
+    """Run ``sql`` as the postgres superuser in the ``postgres`` database (autocommit)."""
     import psycopg
 
     with psycopg.connect(
@@ -51,11 +52,11 @@ def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
     need_service("PostgreSQL", PG_HOST, PG_PORT)
     name = f"rnb_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin_exec(f'CREATE DATABASE "{name}"')
+    pg_admin_exec(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
     finally:
-        _pg_admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -321,9 +321,9 @@ def test_memory_expired_entries_are_removed_on_get() -> None:
 
 def test_memory_hit_is_a_lazy_copy() -> None:
     """A hit must not copy the rows: two hits share the stored buffers until written."""
-    from reactive_nb.stores.cache import _copy_on_write
+    from reactive_nb.stores.cache.memory import copy_on_write
 
-    if not _copy_on_write():
+    if not copy_on_write():
         pytest.skip("pandas 2 without copy-on-write: hits are deep copies")
     cache = MemoryCache()
     cache.set("acme", "k", numbers(100_000), {}, ttl=None)
@@ -446,7 +446,7 @@ def test_byte_count_matches_pandas_deep_memory_usage() -> None:
     import numpy as np
     import pandas as pd
 
-    from reactive_nb.stores.cache import _frame_nbytes
+    from reactive_nb.stores.cache.memory import frame_nbytes
 
     df = pd.DataFrame({
         "i": np.arange(100), "f": np.random.default_rng(1).random(100),
@@ -454,7 +454,7 @@ def test_byte_count_matches_pandas_deep_memory_usage() -> None:
         "n": pd.array([1, None] * 50, dtype="Int64"),
         "d": [decimal.Decimal(i) for i in range(100)],
     }, index=pd.Index([f"k{i}" for i in range(100)], name="key"))
-    assert _frame_nbytes(df) == int(df.memory_usage(deep=True, index=True).sum())
+    assert frame_nbytes(df) == int(df.memory_usage(deep=True, index=True).sum())
 
 
 def test_validity_is_checked_before_the_frame_is_served(cache: Cache) -> None:

@@ -327,7 +327,7 @@ def test_idle_poller_waits_its_interval_between_polls_of_one_pragma(
     poller.start()
     try:
         assert poller.reached(1)  # the loop waits before its first poll
-        conn = poller._conn  # idle in its wait: safe to trace from here
+        conn = poller.connection  # idle in its wait: safe to trace from here
         assert conn is not None
         conn.set_trace_callback(statements.append)
         for waits in range(2, 7):

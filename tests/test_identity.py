@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 import reactive_nb as rnb
 from reactive_nb.settings import Settings
-from tests.conftest import PG_HOST, PG_PORT, _pg_admin_exec, need_service
+from tests.conftest import PG_HOST, PG_PORT, need_service, pg_admin_exec
 from tests.teamhub import create
 from tests.teamhub import define_agents as define
 
@@ -31,7 +31,7 @@ def pg_names() -> Iterator[tuple[str, str]]:
     names = (f"rnb_test_{uuid.uuid4().hex[:12]}", f"rnb_test_{uuid.uuid4().hex[:12]}")
     try:
         for name in names:
-            _pg_admin_exec(f'CREATE DATABASE "{name}"')
+            pg_admin_exec(f'CREATE DATABASE "{name}"')
             create(_pg(name))
         engine = create_engine(_pg(names[1]))
         with engine.begin() as conn:
@@ -41,7 +41,7 @@ def pg_names() -> Iterator[tuple[str, str]]:
         yield names
     finally:
         for name in names:
-            _pg_admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            pg_admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Keys:
@@ -161,7 +161,7 @@ def test_postgres_identity_without_pg_control_system(pg_names: tuple[str, str]) 
     same through 127.0.0.1 and localhost, and another one for another database."""
     identity = _identity()
     role = f"rnb_role_{uuid.uuid4().hex[:10]}"
-    _pg_admin_exec(f'CREATE ROLE "{role}" LOGIN')
+    pg_admin_exec(f'CREATE ROLE "{role}" LOGIN')
     try:
         for name in pg_names:
             admin = create_engine(_pg(name))
@@ -182,9 +182,9 @@ def test_postgres_identity_without_pg_control_system(pg_names: tuple[str, str]) 
         assert ids[2] != ids[0]
     finally:
         # The role owns nothing; its sessions must end before it can be dropped.
-        _pg_admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        pg_admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                        f"WHERE usename = '{role}'")
-        _pg_admin_exec(f'DROP ROLE IF EXISTS "{role}"')
+        pg_admin_exec(f'DROP ROLE IF EXISTS "{role}"')
 
 
 # -- what it changes for ReactiveDB --------------------------------------------------------

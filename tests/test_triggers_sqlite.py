@@ -136,30 +136,36 @@ def test_reinstalling_triggers_is_not_reported_as_ddl(
     assert changes.empty()
 
 
-def test_a_poll_that_fails_midway_is_retried_not_lost(
-    engine: sa.Engine, db_path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A writer's lock can make the read after ``data_version`` fail; the next tick must
-    still see that commit. Driven step by step: the thread itself sleeps for an hour."""
+def test_a_poll_that_fails_midway_is_retried_not_lost(engine: sa.Engine, db_path: str) -> None:
+    """A writer's lock can make a read after ``data_version`` fail; the next poll must
+    still see that commit. Driven step by step (the thread itself sleeps for an hour): a
+    real writer takes the file's exclusive lock just as the poll reads the change table,
+    its last read, and that read fails after the busy timeout."""
     capture.install_triggers(engine, ["agent"])
     got: list[ExternalChange] = []
     poller = capture.SqlitePoller(db_path, got.append, interval=3600)
     poller.start()
+    writer = sqlite3.connect(db_path, isolation_level=None)
     try:
-        conn = poller._conn
+        conn = poller.connection
         assert conn is not None
         write_in_subprocess(db_path, "INSERT INTO agent (name) VALUES ('a')")
-        read_versions = poller._read_versions
+        reads: list[str] = []
 
-        def locked(conn: sqlite3.Connection) -> dict[str, int]:
-            monkeypatch.setattr(poller, "_read_versions", read_versions)
-            raise sqlite3.OperationalError("database is locked")
+        def lock_at_the_change_table(statement: str) -> None:
+            reads.append(statement)
+            if f"FROM {capture.CHANGES_TABLE}" in statement and not writer.in_transaction:
+                writer.execute("BEGIN EXCLUSIVE")
 
-        monkeypatch.setattr(poller, "_read_versions", locked)
-        with pytest.raises(sqlite3.OperationalError):
-            poller._poll(conn)
+        conn.set_trace_callback(lock_at_the_change_table)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            poller.poll()
+        assert reads[0] == "PRAGMA data_version" and len(reads) > 2  # it failed midway
         assert got == []
-        poller._poll(conn)
+        writer.execute("ROLLBACK")
+        conn.set_trace_callback(None)
+        poller.poll()
         assert [c.tables for c in got] == [{"agent"}]
     finally:
+        writer.close()
         poller.close()

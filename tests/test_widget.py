@@ -103,7 +103,7 @@ class Recording(LiveTable):
         msg: dict[str, Any] = {"type": "page", "start": start, "count": count, "seq": 7}
         if sort is not None:
             msg["sort"] = sort
-        self._on_msg(self, msg, [])
+        self.handle_message(self, msg, [])
         with self._rec_lock:
             return self.replies[-1]
 
@@ -286,7 +286,7 @@ def test_unknown_or_malformed_messages_are_dropped_quietly(
     w = make(tables, StandIn(df=ids(3), status="fresh"))
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
-        w._on_msg(w, content, [])  # what the comm calls: never raises
+        w.handle_message(w, content, [])  # what the comm calls: never raises
     assert w.replies == []
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
 
@@ -434,7 +434,7 @@ def needles(n: int, every: int) -> pd.DataFrame:
 
 def search(w: LiveTable, query: str) -> None:
     """What table.js sends, debounced, when the user types in the search box."""
-    w._on_msg(w, {"type": "search", "query": query}, [])
+    w.handle_message(w, {"type": "search", "query": query}, [])
 
 
 def test_search_filters_the_whole_frame_in_python_through_the_flusher(
@@ -486,7 +486,7 @@ def test_search_matches_any_column_ignoring_case_and_nulls(tables: list[LiveTabl
 def test_page_size_and_height(tables: list[LiveTable]) -> None:
     w = make(tables, StandIn(df=ids(100), status="fresh"), page_size=20, height=300)
     assert w.page_size == 20 and w.height == 300 and len(w.window["rows"]) == 20
-    assert w._on_msg(w, {"type": "page", "seq": 1}, []) is None
+    assert w.handle_message(w, {"type": "page", "seq": 1}, []) is None
     assert len(w.replies[-1]["rows"]) == 20  # a request without a count: one page
     w.configure(page_size=7)
     assert w.page_size == 7 and w.height is None
@@ -798,7 +798,7 @@ def test_visibility_reports_heartbeats_and_lazy_decay(
     w.set_state({"visible": True})  # what the comm does with the browser's report
     assert src.visibility == [(w.token, True)] and w.visible_state() is True
     clock.advance(25.0)
-    w._on_msg(w, {"type": "heartbeat"}, [])
+    w.handle_message(w, {"type": "heartbeat"}, [])
     assert src.visibility[-1] == (w.token, True)
     clock.advance(25.0)
     assert w.visible_state() is True  # the heartbeat kept it alive

@@ -52,8 +52,9 @@ class StoreUnavailable(Exception):
 def redis_errors() -> tuple[type[BaseException], ...]:
     """The errors that mean "Redis did not answer" (as opposed to a bug). On a Redis
     Cluster that includes a slot that cannot serve now: no master (CLUSTERDOWN, during a
-    failover), a multi-key command while its slot migrates with keys on both sides
-    (TRYAGAIN), redirections that did not settle (``ClusterError``)."""
+    failover), and a multi-key command while its slot migrates with keys on both sides
+    (TRYAGAIN, or redirections that did not settle: ``ClusterError``) once the stores'
+    own short retry (:mod:`reactive_nb.stores.slots`) has not seen the slot settle."""
     import redis
 
     errors = redis.exceptions

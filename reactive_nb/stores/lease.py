@@ -49,6 +49,8 @@ from reactive_nb.threads import Background
 if TYPE_CHECKING:
     import redis
 
+    from reactive_nb.stores.slots import SlotRetry
+
 __all__ = ["DONE_MAXLEN", "DONE_TTL_MS", "FOLLOW_ROUNDS", "LEASE_MS", "MARGIN_MS", "Claim",
            "RedisLeases", "shared_leases"]
 
@@ -144,11 +146,14 @@ class RedisLeases:
     (connections named ``reactive_nb-lease-<hex>``), shared by the claims, the renewals
     and the blocking waits (each wait holds one connection while it blocks). ``lease_ms``
     may be lowered after construction (tests do), not raised past the value given here.
+    A claim or release (two keys of one slot) refused because that slot is being moved
+    between cluster nodes is run again by ``slot_retry`` (:mod:`reactive_nb.stores.slots`).
     """
 
     def __init__(self, client: redis.Redis, prefix: str = "rnb",
-                 lease_ms: int = LEASE_MS) -> None:
+                 lease_ms: int = LEASE_MS, slot_retry: SlotRetry | None = None) -> None:
         from reactive_nb.stores.bus.client import is_cluster, own_client
+        from reactive_nb.stores.slots import SlotRetry
 
         if lease_ms < 3:
             raise ValueError(f"lease_ms must be at least 3, not {lease_ms}")
@@ -161,6 +166,7 @@ class RedisLeases:
         self._claim = self._redis.register_script(_CLAIM_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._renew = self._redis.register_script(_RENEW_LUA)
+        self._slot_retry = slot_retry or SlotRetry()
         # Guards _held, _renewer and closed. Held for dict operations and for creating
         # (not joining) the renewer thread, never while talking to Redis.
         self._lock = threading.Lock()
@@ -189,8 +195,8 @@ class RedisLeases:
         """
         lease = self.lease_key(tenant, key, definition, versions)
         value = f"{uuid.uuid4().hex[:16]} {max(0, int(expected_ms))}".encode()
-        reply: Any = self._claim(keys=[lease, self.done_key(tenant, key)],
-                                 args=[value, self.lease_ms])
+        reply: Any = self._slot_retry(lambda: self._claim(
+            keys=[lease, self.done_key(tenant, key)], args=[value, self.lease_ms]))
         if int(reply[0]) == 1:
             self._hold(lease, value)
             return Claim(lease, tenant, value=value)
@@ -218,9 +224,9 @@ class RedisLeases:
         if claim.value is None:
             raise ValueError("release() of a lease this process does not hold")
         self._unhold(claim.lease)
-        self._release(keys=[claim.lease, self.done_key(claim.tenant, key)],
-                      args=[claim.value, "1" if ran else "0", self.lease_ms, DONE_MAXLEN,
-                            DONE_TTL_MS])
+        args = [claim.value, "1" if ran else "0", self.lease_ms, DONE_MAXLEN, DONE_TTL_MS]
+        self._slot_retry(lambda: self._release(
+            keys=[claim.lease, self.done_key(claim.tenant, key)], args=args))
 
     def wait(self, tenant: str, key: str, after: bytes, timeout: float) -> bool:
         """Block until ``key``'s done stream has an entry after ``after`` (True), or

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import redis
 
     from reactive_nb.stores.health import Breaker
+    from reactive_nb.stores.slots import SlotRetry
 
 __all__ = ["EPOCH", "ONCE_TTL", "MemoryVersions", "RedisVersions", "Versions"]
 
@@ -198,15 +199,20 @@ class RedisVersions:
     ways counters can go backwards.
 
     With a ``breaker`` (see :mod:`reactive_nb.stores.health`), every call first asks it and
-    raises ``StoreUnavailable`` at once while it is open, instead of waiting on Redis.
+    raises ``StoreUnavailable`` at once while it is open, instead of waiting on Redis. A
+    bump with a once key (two keys of one slot) refused because that slot is being moved
+    between cluster nodes is run again by ``slot_retry`` (:mod:`reactive_nb.stores.slots`).
     """
 
     def __init__(
         self, client: redis.Redis, prefix: str = "rnb", once_ttl: int = ONCE_TTL,
-        breaker: Breaker | None = None,
+        breaker: Breaker | None = None, slot_retry: SlotRetry | None = None,
     ) -> None:
+        from reactive_nb.stores.slots import SlotRetry
+
         self._client = client
         self.breaker = breaker
+        self._slot_retry = slot_retry or SlotRetry()
         self._prefix = prefix
         self._once_ttl = int(once_ttl)
         self._bump_script = client.register_script(_BUMP_LUA)
@@ -270,7 +276,8 @@ class RedisVersions:
             keys.append(self._once_key(tenant, once_id))
         elif not names:
             return {}
-        result: Any = self._bump_script(keys=keys, args=[self._once_ttl, *names])
+        result: Any = self._slot_retry(
+            lambda: self._bump_script(keys=keys, args=[self._once_ttl, *names]))
         if result is None:
             return None
         return {t: int(v) for t, v in zip(names, result, strict=True)}

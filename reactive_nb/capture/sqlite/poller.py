@@ -45,7 +45,8 @@ class SqlitePoller:
     own triggers aside) adds ``"*"``: DDL may change what any result reads. Commits
     that did neither (writes to untriggered tables) emit nothing. Before triggers are
     installed the change table does not exist and the poller just keeps looking.
-    ``start``/``close`` are meant to be called by the owner's thread.
+    ``start``/``close`` are meant to be called by the owner's thread. Tests drive it step
+    by step: a long ``interval`` keeps the thread waiting while they call :meth:`poll`.
     """
 
     def __init__(
@@ -108,6 +109,47 @@ class SqlitePoller:
         if self._thread is not None:
             self._thread.stop(_JOIN_TIMEOUT)
 
+    @property
+    def connection(self) -> sqlite3.Connection | None:
+        """The poller's read-only connection: None before ``start()`` and once the thread
+        has ended. The thread owns it: use it only while the loop waits between polls."""
+        return self._conn
+
+    def poll(self) -> None:
+        """One poll in the calling thread, as the thread does every ``interval``: report
+        what other connections committed since the last poll. An error (a writer holding
+        the file locked) changes nothing, so the next poll still sees that commit. Tests
+        call it while the thread waits out a long ``interval`` (it owns the connection)."""
+        conn = self._conn
+        if conn is None:
+            raise ClosedError("this SqlitePoller is not running")
+        data_version = self._read_data_version(conn)
+        if data_version == self._data_version:
+            return
+        schema_version = self._read_schema_version(conn)
+        schema = self._schema
+        if schema_version != self._schema_version:
+            schema = self._read_schema(conn)
+        versions = self._read_versions(conn)
+        # Only now that every read succeeded (a writer's lock can fail one): a failed
+        # poll is retried at the next tick instead of losing this commit.
+        self._data_version, self._schema_version = data_version, schema_version
+        ddl, self._schema = schema != self._schema, schema
+        with self._expected_lock:
+            expected = self._expected
+            self._expected = {t: v for t, v in expected.items() if versions.get(t, -1) < v}
+        moved = frozenset(t for t, v in versions.items()
+                          if self._versions.get(t) != v and expected.get(t) != v)
+        self._versions = versions
+        if ddl:
+            moved |= {EVERY_TABLE}
+        if moved:
+            change = ExternalChange(moved, None, uuid.uuid4().hex)
+            try:
+                self._on_change(change)
+            except Exception:
+                logger.exception("on_change failed for %r", change)
+
     @staticmethod
     def _read_data_version(conn: sqlite3.Connection) -> int:
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
@@ -136,34 +178,6 @@ class SqlitePoller:
             versions[key] = versions.get(key, 0) + int(version)
         return versions
 
-    def _poll(self, conn: sqlite3.Connection) -> None:
-        data_version = self._read_data_version(conn)
-        if data_version == self._data_version:
-            return
-        schema_version = self._read_schema_version(conn)
-        schema = self._schema
-        if schema_version != self._schema_version:
-            schema = self._read_schema(conn)
-        versions = self._read_versions(conn)
-        # Only now that every read succeeded (a writer's lock can fail one): a failed
-        # poll is retried at the next tick instead of losing this commit.
-        self._data_version, self._schema_version = data_version, schema_version
-        ddl, self._schema = schema != self._schema, schema
-        with self._expected_lock:
-            expected = self._expected
-            self._expected = {t: v for t, v in expected.items() if versions.get(t, -1) < v}
-        moved = frozenset(t for t, v in versions.items()
-                          if self._versions.get(t) != v and expected.get(t) != v)
-        self._versions = versions
-        if ddl:
-            moved |= {EVERY_TABLE}
-        if moved:
-            change = ExternalChange(moved, None, uuid.uuid4().hex)
-            try:
-                self._on_change(change)
-            except Exception:
-                logger.exception("on_change failed for %r", change)
-
     def _run(self, stop: threading.Event) -> None:
         conn = self._conn
         assert conn is not None
@@ -171,7 +185,7 @@ class SqlitePoller:
         try:
             while not stop.wait(self._interval):
                 try:
-                    self._poll(conn)
+                    self.poll()
                     failing = False
                 except sqlite3.Error as exc:
                     # A writer's commit can hold the file locked for a moment

@@ -8,9 +8,10 @@ implementations share the :class:`Bus` interface and one test suite.
 The modules: ``base`` (the :class:`Bus` protocol and the subscriber list), ``memory``
 (:class:`MemoryBus`), ``redis`` (:class:`RedisBus` and its delivery guarantees), and the
 Redis bus's helpers: ``entries`` (the stream layout and entry fields), ``cursor`` (where
-the reader stands in a stream, and gap detection), ``outbox`` (sent ids, changes held
-during an outage, back-off) and ``client`` (its own connection pool). Every module logs
-to ``reactive_nb.stores.bus``.
+the reader stands in a stream, and gap detection), ``read`` (one atomic read of the
+streams of one hash slot), ``cluster`` (one reader thread per master of a Redis Cluster),
+``outbox`` (sent ids, changes held during an outage, back-off) and ``client`` (its own
+connection pool). Every module logs to ``reactive_nb.stores.bus``.
 """
 
 from __future__ import annotations

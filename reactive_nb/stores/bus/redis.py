@@ -9,7 +9,9 @@ persistence -- it calls ``on_gap(tenant)``, so the caller can re-check the versi
 everything that tenant watches. Redis being down never makes :meth:`RedisBus.publish`
 raise: subscribers in this process still get every change, the changes for other
 processes are kept (merged per tenant) and sent when Redis is back, and one warning is
-logged per outage.
+logged per outage. On a Redis Cluster the followed streams are read by one thread per
+master (:mod:`reactive_nb.stores.bus.cluster`); a slot moving or a master failing over
+delays their changes, never loses them.
 """
 
 from __future__ import annotations
@@ -23,40 +25,18 @@ from typing import TYPE_CHECKING, Any
 from reactive_nb.events import PROCESS_ORIGIN, Change
 from reactive_nb.stores.bus.base import Callback, _Subscribers
 from reactive_nb.stores.bus.client import disconnect, is_cluster, own_client, slot_groups
-from reactive_nb.stores.bus.cursor import (
-    _READ_COUNT,
-    _START,
-    _advance,
-    _Cursor,
-    _cursor_at_end,
-    _missing,
-    _text,
-)
-from reactive_nb.stores.bus.entries import entry_fields, parse_entry, stream_key
+from reactive_nb.stores.bus.cluster import NodeReaders, ReaderStats, down_errors
+from reactive_nb.stores.bus.cursor import _Cursor
+from reactive_nb.stores.bus.entries import entry_fields, stream_key
 from reactive_nb.stores.bus.outbox import FIRST_DELAY, MAX_DELAY, Outbox
+from reactive_nb.stores.bus.read import READ_LUA, read_slot, stream_end, xread_streams
+from reactive_nb.stores.slots import slot_moving
 from reactive_nb.threads import Background
 
 if TYPE_CHECKING:
     import redis
 
 __all__ = ["RedisBus"]
-
-# The cluster form of the reader's MULTI: XINFO and XREAD of streams of one slot, atomic.
-# KEYS: the streams; ARGV[i]: the last id read of KEYS[i] ('' : do not read it);
-# ARGV[#KEYS + 1]: entries per stream. Returns {XINFO reply or error, XREAD reply or false}
-# per stream.
-_READ_LUA = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local info = redis.pcall('XINFO', 'STREAM', key)
-  local read = false
-  if ARGV[i] ~= '' then
-    read = redis.call('XREAD', 'COUNT', ARGV[#KEYS + 1], 'STREAMS', key, ARGV[i])
-  end
-  out[i] = {info, read}
-end
-return out
-"""
 
 # The package's logger (tests and users filter on it), not this module's name.
 logger = logging.getLogger("reactive_nb.stores.bus")
@@ -68,9 +48,10 @@ class RedisBus:
     ``client`` says where Redis is: the bus makes its own connection pool from it (its
     connections are named :attr:`reader_client_name` on the server), used by publishers
     and by one reader thread, ``reactive_nb-bus-redis``, started by the first
-    :meth:`follow` (or to send changes held during an outage). ``origin`` identifies
-    this process: entries with that origin, and changes this bus published, are not
-    delivered again when they come back from Redis. ``maxlen`` bounds each stream
+    :meth:`follow` (or to send changes held during an outage); on a cluster, that thread
+    hands the followed streams to one reader thread per master. ``origin`` identifies this
+    process: entries with that origin, and changes this bus published, are not delivered
+    again when they come back from Redis. ``maxlen`` bounds each stream
     (approximately); ``on_gap(tenant)`` is called, on the reader thread, when changes of
     ``tenant`` were lost; ``block_ms`` is the longest blocking read, hence about how long
     :meth:`close` and picking up a newly followed tenant take.
@@ -105,11 +86,11 @@ class RedisBus:
         self.reader_client_name = f"reactive_nb-bus-{uuid.uuid4().hex[:12]}"
         self._redis = own_client(client, self.reader_client_name, block_ms)
         self.cluster = is_cluster(self._redis)
-        self._read_script = self._redis.register_script(_READ_LUA) if self.cluster else None
+        self._read_script = self._redis.register_script(READ_LUA) if self.cluster else None
         self._on_gap = on_gap
-        #: Errors that mean "Redis is unreachable": handled by waiting, never raised.
-        self._down_errors: tuple[type[Exception], ...] = (
-            redis_module.ConnectionError, redis_module.TimeoutError, OSError)
+        #: Errors that mean "Redis is unreachable": handled by waiting, never raised. On a
+        #: cluster also CLUSTERDOWN and a slot map that cannot be loaded (a failover).
+        self._down_errors = down_errors(self.cluster)
         self._redis_error = redis_module.RedisError
         self._subscribers = _Subscribers()
         self._wake = threading.Event()  # set by follow() and close(): the reader looks again
@@ -121,8 +102,13 @@ class RedisBus:
         self._cursors: dict[str, _Cursor] = {}  # followed tenants
         self._full_check = True  # the reader must look at every followed stream
         self._closed = False
-        self._down = False  # inside an outage (one warning each)
+        # Who cannot reach Redis now: "redis" (publishing, or the reader of one server) and,
+        # on a cluster, each master whose reader cannot reach it. The bus is inside an
+        # outage (one warning, one recovery message) while it is not empty.
+        self._down: set[str] = set()
         self._outbox = Outbox()  # sent ids, changes held during an outage, back-off
+        #: The readers of a cluster, one per master (None on one server).
+        self._nodes = NodeReaders(self, self._redis) if self.cluster else None
 
     def __enter__(self) -> RedisBus:
         return self
@@ -167,18 +153,20 @@ class RedisBus:
                 for change in batch:
                     self._xadd(pipe, change)
                 pipe.execute()
-        except self._down_errors as exc:
+        except Exception as exc:
+            if not (isinstance(exc, self._down_errors) or slot_moving(exc)):
+                if not isinstance(exc, self._redis_error):
+                    raise
+                # Redis answered with an error (out of memory, wrong key type...): retrying
+                # would not help. Other processes miss these changes, not their versions.
+                logger.exception("could not publish %d change(s) to Redis", len(batch))
+                return
             with self._lock:
                 for change in batch:
                     self._outbox.hold(change)
                 self._outbox.failed()
                 self._start_thread()  # it sends them when Redis is back, even if we go quiet
             self._mark_down("publish", exc)
-            return
-        except self._redis_error:
-            # Redis answered with an error (out of memory, wrong key type...): retrying
-            # would not help. Other processes miss these changes; their versions do not.
-            logger.exception("could not publish %d change(s) to Redis", len(batch))
             return
         with self._lock:
             self._outbox.succeeded()
@@ -198,23 +186,25 @@ class RedisBus:
         with self._lock:
             return self._outbox.due()
 
-    def _mark_down(self, where: str, exc: BaseException) -> None:
+    def _mark_down(self, where: str, exc: BaseException, source: str = "redis") -> None:
         with self._lock:
             first = not self._down
-            self._down = True
+            self._down.add(source)
         if first:
             logger.log(
                 logging.INFO if self._may_send is not None else logging.WARNING,
                 "Redis is unreachable (%s: %s): changes reach this process only, until it is "
                 "back", where, str(exc) or type(exc).__name__)
 
-    def _mark_up(self) -> bool:
+    def _mark_up(self, source: str = "redis") -> bool:
+        """``source`` reaches Redis (again); True when that ended the outage."""
         with self._lock:
-            was_down = self._down
-            self._down = False
-        if was_down:
+            was_down = source in self._down
+            self._down.discard(source)
+            recovered = was_down and not self._down
+        if recovered:
             logger.info("Redis bus recovered: sending held changes, resuming followed streams")
-        return was_down
+        return recovered
 
     # --- following --------------------------------------------------------------------
 
@@ -225,7 +215,7 @@ class RedisBus:
             if self._closed or tenant in self._cursors:
                 return
         try:
-            cursor = self._current_end(tenant)
+            cursor = stream_end(self._redis, self._key(tenant))
         except self._down_errors as exc:
             self._mark_down("follow", exc)
             cursor = _Cursor(None, None)
@@ -242,14 +232,21 @@ class RedisBus:
         with self._lock:
             self._cursors.pop(tenant, None)
 
-    def _current_end(self, tenant: str) -> _Cursor:
-        try:
-            info = self._redis.xinfo_stream(self._key(tenant))
-        except self._redis_error as exc:
-            if _missing(exc):
-                return _START
-            raise
-        return _cursor_at_end(info)
+    def _cursor_snapshot(self) -> dict[str, _Cursor]:
+        """The followed tenants and where the reader stands in each (a copy)."""
+        with self._lock:
+            return dict(self._cursors)
+
+    @property
+    def down(self) -> bool:
+        """Whether the bus is inside an outage: publishing, or reading some stream, fails."""
+        with self._lock:
+            return bool(self._down)
+
+    def reader_stats(self) -> list[ReaderStats]:
+        """On a cluster, the reader of each master (one blocking read per round at most);
+        empty on one server."""
+        return self._nodes.stats() if self._nodes is not None else []
 
     # --- the reader thread ------------------------------------------------------------
 
@@ -266,6 +263,8 @@ class RedisBus:
             self._closed = True
             held = len(self._outbox.pending)
         self._reader.stop()
+        if self._nodes is not None:
+            self._nodes.close()
         disconnect(self._redis)
         if held:
             logger.warning("closing the Redis bus with changes of %d tenant(s) not sent", held)
@@ -297,6 +296,8 @@ class RedisBus:
 
     def _step(self) -> bool:
         """One round of the reader; returns whether it talked to Redis."""
+        if self._nodes is not None:
+            return self._step_cluster(self._nodes)
         self._wake.clear()
         with self._lock:
             cursors = dict(self._cursors)
@@ -320,46 +321,33 @@ class RedisBus:
                 with self._lock:
                     self._full_check = True
                 return False
+            reply: Any = self._redis.xread(streams, count=1, block=self.block_ms)
+            self._answered()
             tenants = {self._key(t): t for t in cursors}
-            todo = [tenants[key] for key in self._wait_for_entries(streams)]
+            todo = [tenants[key] for key in xread_streams(reply)]
         while todo and not self._stop.is_set():
             todo = self._read(todo)
         return True
 
-    def _wait_for_entries(self, streams: dict[Any, Any]) -> list[str]:
-        """Block until some of ``streams`` (key -> last id) have new entries, at most about
-        ``block_ms``; the keys of those that have.
+    def _step_cluster(self, nodes: NodeReaders) -> bool:
+        """One round of the bus's thread on a cluster: hand the followed streams to the
+        node readers, send held changes when due, wait ``block_ms`` or a follow()."""
+        self._wake.clear()
+        nodes.regroup(list(self._cursor_snapshot()))
+        talked = self._held_due()
+        if talked:
+            self._flush()  # holds them again, and backs off, if Redis is still down
+        self._wake.wait(self.block_ms / 1000)
+        return talked
 
-        One blocking ``XREAD`` covers the streams of one hash slot only (a cluster refuses
-        a multi-key command across slots, even on one node). On one server, or when every
-        followed tenant hashes to one slot, that is one read blocking ``block_ms``. On a
-        cluster with k slot groups, each group's read blocks ``block_ms / k`` in turn, so
-        news waits at most ``block_ms`` as on one server; RedisCluster routes each read to
-        the node owning that slot (following MOVED/ASK). This is a bounded rotation, not
-        one blocking reader per node: k reads per ``block_ms`` while idle.
-        """
-        groups = slot_groups(self._redis, streams)
-        block = self.block_ms if len(groups) <= 1 else max(1, self.block_ms // len(groups))
-        for group in groups:
-            reply: Any = self._redis.xread({k: streams[k] for k in group}, count=1,
-                                           block=block)
-            self._answered()
-            keys = [_text(key) for key in _xread_streams(reply)]
-            if keys:
-                return keys
-            if self._stop.is_set() or self._wake.is_set():
-                break
-        return []
-
-    def _answered(self) -> None:
-        """Redis answered the reader: end the outage, if any, and send what it held."""
-        if self._mark_up() or self._held_due():
+    def _answered(self, source: str = "redis") -> None:
+        """Redis answered a reader: end the outage, if any, and send what it held."""
+        if self._mark_up(source) or self._held_due():
             self._flush()
 
     def _read(self, tenants: list[str]) -> list[str]:
-        """Read new entries of these streams, one transaction per hash slot (on a cluster a
-        MULTI holds keys of one slot), deliver them, report gaps; returns the tenants to
-        read again."""
+        """Read new entries of these streams, one transaction per hash slot, deliver them,
+        report gaps; returns the tenants to read again."""
         if not self.cluster:
             return self._read_slot(tenants)
         by_key = {self._key(t): t for t in tenants}
@@ -375,63 +363,26 @@ class RedisBus:
             cursors = {t: self._cursors[t] for t in tenants if t in self._cursors}
         if not cursors:
             return []
-        streams: dict[Any, Any] = {
-            self._key(t): c.last_id for t, c in cursors.items() if c.last_id}
-        entries: dict[str, list[tuple[Any, Any]]] = {}
-        if self._read_script is not None:
-            # A cluster: one script (atomic like MULTI, but routed by redis-py through
-            # MOVED and ASK, which a cluster MULTI is not while its slot migrates).
-            keys = [self._key(t) for t in cursors]
-            script_reply: Any = self._read_script(
-                keys=keys, args=[*(streams.get(k) or "" for k in keys), _READ_COUNT])
+        found = read_slot(self._redis, self._read_script, self.prefix, self.origin, cursors)
+        if not self.cluster:  # a cluster's node readers say which node answered
             self._answered()
-            results = [info for info, _ in script_reply]
-            for _, read in script_reply:
-                entries.update(_xread_streams(read))
-        else:
-            pipe = self._redis.pipeline(transaction=True)
-            for tenant in cursors:
-                pipe.xinfo_stream(self._key(tenant))
-            if streams:
-                pipe.xread(streams, count=_READ_COUNT)
-            results = pipe.execute(raise_on_error=False)
-            self._answered()
-            if streams:
-                reply = results[-1]
-                if isinstance(reply, Exception):
-                    raise reply
-                entries = _xread_streams(reply)
-
-        moved: dict[str, tuple[_Cursor, bool, bool, list[Change]]] = {}
-        for tenant, info in zip(cursors, results, strict=False):
-            if isinstance(info, Exception):
-                if not _missing(info):
-                    raise info
-                info = None
-            elif isinstance(info, list):  # a cluster transaction leaves XINFO unparsed
-                info = {_text(k): v for k, v in zip(info[::2], info[1::2], strict=False)}
-            items = entries.get(self._key(tenant), [])
-            cursor, gap, reread = _advance(cursors[tenant], info, [_text(i) for i, _ in items])
-            changes = [] if reread else [
-                c for c in (parse_entry(self.prefix, tenant, i, f) for i, f in items)
-                if c is not None and c.origin != self.origin]
-            moved[tenant] = (cursor, gap, reread, changes)
         with self._lock:
-            # A tenant unfollowed (or followed again) meanwhile keeps its new cursor.
-            moved = {t: m for t, m in moved.items() if self._cursors.get(t) is cursors[t]}
-            for tenant, (cursor, *_) in moved.items():
-                self._cursors[tenant] = cursor
-            echoes = {c.id for m in moved.values() for c in m[3] if c.id in self._outbox.sent}
+            # A tenant unfollowed (or followed again) meanwhile keeps its new cursor; so
+            # does one another reader read first (a cluster's readers while regrouping).
+            found = [f for f in found if self._cursors.get(f.tenant) is cursors[f.tenant]]
+            for f in found:
+                self._cursors[f.tenant] = f.cursor
+            echoes = {c.id for f in found for c in f.changes if c.id in self._outbox.sent}
 
         again = []
-        for tenant, (_, gap, reread, changes) in moved.items():
-            for change in changes:
+        for f in found:
+            for change in f.changes:
                 if change.id not in echoes:
                     self._subscribers.deliver(change)
-            if gap:
-                self._report_gap(tenant)
-            if reread:
-                again.append(tenant)
+            if f.gap:
+                self._report_gap(f.tenant)
+            if f.reread:
+                again.append(f.tenant)
         return again
 
     def _report_gap(self, tenant: str) -> None:
@@ -443,19 +394,3 @@ class RedisBus:
         except Exception:
             logger.exception("on_gap(%r) failed", tenant)
 
-
-
-def _xread_streams(reply: Any) -> dict[str, list[tuple[Any, Any]]]:
-    """An ``XREAD`` reply as {stream key: [(entry id, {field: value})]}, whichever shape
-    redis-py gave it: a list of [key, entries] (RESP2, the parsed form) or a dict (a
-    cluster transaction's reply, whose entries keep their fields as a flat list)."""
-    pairs = reply.items() if isinstance(reply, dict) else (reply or ())
-    streams: dict[str, list[tuple[Any, Any]]] = {}
-    for key, items in pairs:
-        entries = []
-        for entry_id, fields in items or ():
-            if isinstance(fields, list):
-                fields = dict(zip(fields[::2], fields[1::2], strict=False))
-            entries.append((entry_id, fields))
-        streams[_text(key)] = entries
-    return streams

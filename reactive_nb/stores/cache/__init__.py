@@ -25,8 +25,6 @@ from __future__ import annotations
 from reactive_nb.stores.cache.arrow import Unencodable, from_arrow_bytes, to_arrow_bytes
 from reactive_nb.stores.cache.base import DEFAULT_MAX_BYTES, Cache, CacheEntry
 from reactive_nb.stores.cache.memory import MemoryCache, entry_cost
-from reactive_nb.stores.cache.memory import _copy_on_write as _copy_on_write
-from reactive_nb.stores.cache.memory import _frame_nbytes as _frame_nbytes
 from reactive_nb.stores.cache.redis import RedisCache
 
 __all__ = [

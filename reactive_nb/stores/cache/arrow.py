@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-class _CorruptEntry(ValueError):
+class CorruptEntry(ValueError):
     """A Redis entry that this version cannot read."""
 
 
@@ -33,10 +33,11 @@ _DECODE = json.JSONDecoder().decode
 def to_arrow_bytes(df: pd.DataFrame) -> bytes:
     """The frame, index included, as an Arrow IPC stream that :func:`from_arrow_bytes`
     turns back into an identical frame; :class:`Unencodable` when there is none."""
-    return _ipc(_to_table(df)[0])
+    return ipc_stream(to_arrow_table(df)[0])
 
 
-def _ipc(table: pa.Table) -> bytes:
+def ipc_stream(table: pa.Table) -> bytes:
+    """``table`` as the bytes of an Arrow IPC stream."""
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
@@ -46,7 +47,7 @@ def _ipc(table: pa.Table) -> bytes:
     return data
 
 
-def _to_table(df: pd.DataFrame) -> tuple[pa.Table, bool]:
+def to_arrow_table(df: pd.DataFrame) -> tuple[pa.Table, bool]:
     """The Arrow table of a frame, and whether it needs the codec's extras to read back.
 
     Object columns are where Arrow changes values: a list comes back as a numpy array, a
@@ -152,7 +153,7 @@ def from_arrow_bytes(data: bytes) -> pd.DataFrame:
         if nested and field.name not in index_fields:
             # Never written by this codec (it would not read back as the same objects):
             # an entry of an older version.
-            raise _CorruptEntry(f"column {field.name!r} is {field.type}")
+            raise CorruptEntry(f"column {field.name!r} is {field.type}")
     df: pd.DataFrame = table.to_pandas()
     _restore_object_strings(table, df, skip=json_columns)
     for i in sorted(json_columns):

@@ -25,7 +25,8 @@ DEFAULT_MAX_BYTES = 512 * 2**20
 #: (a miss) instead of serving JSON text in place of the values; the others keep 1.
 FORMAT_VERSION = 1
 EXTENDED_FORMAT = 2
-_FORMATS = (FORMAT_VERSION, EXTENDED_FORMAT)
+#: The entry format versions this version reads.
+FORMATS = (FORMAT_VERSION, EXTENDED_FORMAT)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,11 +100,12 @@ class Cache(Protocol):
         ...
 
 
-def _expires_at(now: float, ttl: float | None) -> float | None:
+def expiry(now: float, ttl: float | None) -> float | None:
+    """When an entry set at ``now`` with ``ttl`` seconds expires (None: never)."""
     return None if ttl is None else now + ttl
 
 
-class _WarnOnce:
+class WarnOnce:
     """Logs a warning the first time each reason occurs, and debug lines after that."""
 
     def __init__(self) -> None:

@@ -11,13 +11,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from reactive_nb.stores.cache.base import DEFAULT_MAX_BYTES, CacheEntry, _expires_at, _WarnOnce
+from reactive_nb.stores.cache.base import DEFAULT_MAX_BYTES, CacheEntry, WarnOnce, expiry
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-def _frame_nbytes(df: pd.DataFrame) -> int:
+def frame_nbytes(df: pd.DataFrame) -> int:
     """``df.memory_usage(deep=True).sum()``, computed per block instead of per column.
 
     The public call builds a Series per column and costs ~0.3 ms whatever the row count,
@@ -40,7 +40,7 @@ def _frame_nbytes(df: pd.DataFrame) -> int:
         return int(df.memory_usage(deep=True, index=True).sum())
 
 
-# What keeping one frame costs beyond the data ``_frame_nbytes`` counts, in bytes: the
+# What keeping one frame costs beyond the data ``frame_nbytes`` counts, in bytes: the
 # resident memory each entry added, over 30,000 entries of each shape, with pandas 3.1,
 # numpy 2.4 and pyarrow 26 on x86-64 Linux, rounded up (benchmarks/bench_faults.py
 # reports the resident memory of full caches against their bound).
@@ -76,7 +76,7 @@ def entry_cost(key: str, df: pd.DataFrame, versions: Mapping[str, int]) -> int:
     import numpy as np
     import pandas as pd
 
-    cost = _frame_nbytes(df) + ENTRY_OVERHEAD + len(key)
+    cost = frame_nbytes(df) + ENTRY_OVERHEAD + len(key)
     cost += sum(VERSION_OVERHEAD + len(name) for name in versions)
     if df.shape[1]:
         cost += COLUMNS_OVERHEAD * df.columns.nlevels + COLUMN_OVERHEAD * df.shape[1]
@@ -99,7 +99,7 @@ def entry_cost(key: str, df: pd.DataFrame, versions: Mapping[str, int]) -> int:
 
 def _contents_bytes(values: Any) -> int:
     """What the containers among ``values`` (an object array) hold, beyond the containers
-    themselves (which ``_frame_nbytes`` counts): 0 for flat objects (str, Decimal, date),
+    themselves (which ``frame_nbytes`` counts): 0 for flat objects (str, Decimal, date),
     else estimated from up to ``_SAMPLE`` evenly spread values (jsonb, arrays)."""
     from pandas.api.types import infer_dtype
 
@@ -124,7 +124,7 @@ def _contents_bytes(values: Any) -> int:
     return held * len(values) // len(sample)
 
 
-def _copy_on_write() -> bool:
+def copy_on_write() -> bool:
     """True when pandas copy-on-write is on (always with pandas >= 3)."""
     import pandas as pd
 
@@ -139,7 +139,7 @@ def _lazy_copy(df: pd.DataFrame) -> pd.DataFrame:
     Without copy-on-write (pandas 2.x with the option off) a shallow copy would share
     writable buffers, so fall back to a deep copy: slower, never wrong.
     """
-    copied: pd.DataFrame = df.copy(deep=not _copy_on_write())
+    copied: pd.DataFrame = df.copy(deep=not copy_on_write())
     return copied
 
 
@@ -158,7 +158,7 @@ class MemoryCache:
     ) -> None:
         self.max_bytes = max_bytes
         self.clock = clock  # time.time() seconds; tests replace it
-        self._warn = _WarnOnce()
+        self._warn = WarnOnce()
         # Guards _entries (in LRU order, oldest first), _nbytes (their total size), _freed.
         # Held only for dict operations and O(columns) lazy copies, never while measuring
         # a frame (O(rows) for object columns) or logging.
@@ -214,7 +214,7 @@ class MemoryCache:
             )
             return False
         now = self.clock()
-        entry = CacheEntry(_lazy_copy(df), versions, now, _expires_at(now, ttl), nbytes)
+        entry = CacheEntry(_lazy_copy(df), versions, now, expiry(now, ttl), nbytes)
         dropped: list[CacheEntry] = []
         with self._lock:
             self._remove((tenant, key))

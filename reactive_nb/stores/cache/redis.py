@@ -10,15 +10,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from reactive_nb.stores.cache.arrow import _CorruptEntry, _ipc, _to_table, from_arrow_bytes
+from reactive_nb.stores.cache.arrow import (
+    CorruptEntry,
+    from_arrow_bytes,
+    ipc_stream,
+    to_arrow_table,
+)
 from reactive_nb.stores.cache.base import (
-    _FORMATS,
     DEFAULT_MAX_BYTES,
     EXTENDED_FORMAT,
     FORMAT_VERSION,
+    FORMATS,
     CacheEntry,
-    _expires_at,
-    _WarnOnce,
+    WarnOnce,
+    expiry,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +73,7 @@ class RedisCache:
         self.max_bytes = max_bytes
         self.clock = clock  # time.time() seconds; tests replace it
         self.breaker = breaker
-        self._warn = _WarnOnce()
+        self._warn = WarnOnce()
 
     def _guard(self) -> None:
         if self.breaker is not None:
@@ -113,7 +118,7 @@ class RedisCache:
         try:
             payload = fields.get("arrow")
             if not isinstance(payload, bytes):
-                raise _CorruptEntry("no arrow field")
+                raise CorruptEntry("no arrow field")
             df = from_arrow_bytes(payload)
         except Exception as exc:  # anything unreadable is a miss, never an error
             self._drop_corrupt(rkey, exc)
@@ -123,10 +128,10 @@ class RedisCache:
     @staticmethod
     def _parse_meta(raw: object) -> dict[str, Any]:
         if not isinstance(raw, (bytes, str)):
-            raise _CorruptEntry("no meta field")
+            raise CorruptEntry("no meta field")
         meta = json.loads(raw)
-        if not isinstance(meta, dict) or meta.get("format") not in _FORMATS:
-            raise _CorruptEntry(f"unknown format {raw!r:.100}")
+        if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
+            raise CorruptEntry(f"unknown format {raw!r:.100}")
         versions, created, expires, nbytes = (
             meta["versions"], meta["created_at"], meta["expires_at"], meta["nbytes"])
         if not (
@@ -136,7 +141,7 @@ class RedisCache:
             and (expires is None or isinstance(expires, (int, float)))
             and type(nbytes) is int
         ):
-            raise _CorruptEntry(f"malformed meta {raw!r:.100}")
+            raise CorruptEntry(f"malformed meta {raw!r:.100}")
         return meta
 
     def _drop_corrupt(self, rkey: str, exc: BaseException) -> None:
@@ -157,8 +162,8 @@ class RedisCache:
         self._guard()
         rkey = self._key(tenant, key)
         try:
-            table, extended = _to_table(df)
-            payload = _ipc(table)
+            table, extended = to_arrow_table(df)
+            payload = ipc_stream(table)
         except Exception as exc:  # a frame Arrow cannot carry intact: served uncached
             self._client.delete(rkey)  # the new result supersedes the old one
             logger.debug("not caching %s: it would not read back identical (%s: %s)",
@@ -178,7 +183,7 @@ class RedisCache:
             "format": EXTENDED_FORMAT if extended else FORMAT_VERSION,
             "versions": {str(k): int(v) for k, v in versions.items()},
             "created_at": now,
-            "expires_at": _expires_at(now, ttl),
+            "expires_at": expiry(now, ttl),
             "nbytes": len(payload),
         }
         pipe = self._client.pipeline(transaction=True)

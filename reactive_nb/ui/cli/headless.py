@@ -13,6 +13,7 @@ from reactive_nb.ui.cli.common import PROG, clock, say
 if TYPE_CHECKING:
     from reactive_nb.db import ReactiveDB
     from reactive_nb.live.query import LiveQuery
+    from reactive_nb.ui.demo.writer import DemoWriter
 
 LATEST_SQL = """
 SELECT m.id, a.name AS agent, m.channel, m.body, m.created_at
@@ -32,7 +33,7 @@ GROUP BY o.id ORDER BY o.id
 """
 
 
-def run_headless(db: ReactiveDB, writer: Any, seconds: float) -> int:
+def run_headless(db: ReactiveDB, writer: DemoWriter, seconds: float) -> int:
     """Print what each refresh of a few per-tenant live queries changed while the writer
     writes as several tenants: a write as one tenant refreshes only that tenant's results
     (and the unscoped ones)."""
@@ -74,7 +75,7 @@ def run_headless(db: ReactiveDB, writer: Any, seconds: float) -> int:
             live.wait(timeout=30)
         writer.start()
         say(f"[{clock()}] writer started ({1 / writer.interval:.0f} writes/s, as "
-            f"{len(writer._orgs)} tenants); watching {len(lives)} live queries for "
+            f"{len(writer.tenants)} tenants); watching {len(lives)} live queries for "
             f"{seconds:g} s (--seconds N; Ctrl-C to stop)")
         started = time.monotonic()
         try:

@@ -26,7 +26,8 @@ class DemoWriter:
 
     Most writes insert a message into a random organization; about one in four changes an
     agent's status. ``writes`` counts committed writes; ``first_write`` is set after the
-    first one. Stop it with ``close()`` (joins the thread).
+    first one; ``tenants`` lists the organizations it writes as (known after ``start()``).
+    Stop it with ``close()`` (joins the thread).
     """
 
     def __init__(self, db: ReactiveDB, *, interval: float = 0.25, seed: int | None = None,
@@ -41,6 +42,8 @@ class DemoWriter:
         self.first_write = threading.Event()
         #: organization -> (time.perf_counter() just after its last commit, what it wrote)
         self.last_commit: dict[str, tuple[float, str]] = {}
+        #: the organizations with agents and users; each write is as one of them (start() sets it)
+        self.tenants: list[str] = []
         self._rng = random.Random(seed)
         self._organizations = organizations
         self._agents: dict[str, list[int]] = {}
@@ -58,8 +61,8 @@ class DemoWriter:
             for ident, org in zip(frame["id"], frame["organization_id"], strict=True):
                 if self._organizations is None or org in self._organizations:
                     found.setdefault(str(org), []).append(int(ident))
-        self._orgs = sorted(set(self._agents) & set(self._users))
-        if not self._orgs:
+        self.tenants = sorted(set(self._agents) & set(self._users))
+        if not self.tenants:
             raise ValueError("the demo writer found no organization with agents and users")
         self._thread.start()
         return self
@@ -67,7 +70,7 @@ class DemoWriter:
     def step(self) -> None:
         """One write as the tenant of a random organization, in the calling thread."""
         rng = self._rng
-        org = rng.choice(self._orgs)
+        org = rng.choice(self.tenants)
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         if rng.random() < 0.25:
             status = rng.choice(STATUSES)

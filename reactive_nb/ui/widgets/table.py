@@ -115,7 +115,7 @@ class LiveTable(anywidget.AnyWidget):
         state = self._collect(initial=True)
         state["page_size"], state["height"] = page_size, height
         super().__init__(**state, **kwargs)
-        self.on_msg(self._on_msg)
+        self.on_msg(self.handle_message)
         self.observe(self._on_visible, names=["visible"])
         self._flusher.register(self)
         source.observe(self._on_source_change, names=list(SOURCE_TRAITS))
@@ -245,7 +245,10 @@ class LiveTable(anywidget.AnyWidget):
         # Any worker thread: only mark dirty; the flush thread does the rest.
         self._flusher.request(self)
 
-    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+    def handle_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """What the comm calls with each custom message from the browser (registered with
+        ``on_msg``): a page request, a search or a heartbeat. Never raises: a malformed
+        message is dropped (logged at debug), a failing one is logged."""
         # Main thread or a kernel subshell thread, possibly during a flush.
         msg = parse_browser_message(content)  # None (logged at debug): ignored
         if msg is None:
