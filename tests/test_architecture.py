@@ -15,7 +15,7 @@ strings, run in subprocesses) and reports, as ``path:line: what``:
 
 Dunder names (``__init__``) are not private. Third-party protocols and APIs that happen
 to start with an underscore are in :data:`ALLOWED`, each with its reason; nothing else is
-excused except the :data:`PENDING` and :data:`TEMPORARY` entries, which are to be fixed.
+excused.
 """
 
 from __future__ import annotations
@@ -67,36 +67,6 @@ ALLOWED: dict[str, Allowed] = {
         "private dialect._on_connect_isolation_level",
         only="reactive_nb/capture/sqlalchemy.py"),
 }
-
-# PENDING: hits in files being restructured in parallel (the bus, the Redis live test).
-# Skipped until that work lands; then fix each one and delete its entry (a stale entry
-# fails test_exceptions_are_still_needed).
-PENDING: frozenset[tuple[str, str]] = frozenset({
-    ("reactive_nb/stores/bus/__init__.py", "_Cursor"),
-    ("reactive_nb/stores/bus/__init__.py", "_advance"),
-    ("reactive_nb/stores/bus/cluster.py", "_Cursor"),
-    ("reactive_nb/stores/bus/entries.py", "_text"),
-    ("reactive_nb/stores/bus/memory.py", "_Subscribers"),
-    ("reactive_nb/stores/bus/read.py", "_Cursor"),
-    ("reactive_nb/stores/bus/read.py", "_READ_COUNT"),
-    ("reactive_nb/stores/bus/read.py", "_START"),
-    ("reactive_nb/stores/bus/read.py", "_advance"),
-    ("reactive_nb/stores/bus/read.py", "_cursor_at_end"),
-    ("reactive_nb/stores/bus/read.py", "_missing"),
-    ("reactive_nb/stores/bus/read.py", "_text"),
-    ("reactive_nb/stores/bus/redis.py", "_Cursor"),
-    ("reactive_nb/stores/bus/redis.py", "_Subscribers"),
-    ("tests/test_bus.py", "_Cursor"),
-    ("tests/test_bus.py", "_advance"),
-    ("tests/test_redis_live.py", "_cursors"),
-})
-
-# TEMPORARY: waits for MemoryVersions (stores/versions.py, being edited in parallel) to
-# offer a public read-only count of the once-ids it remembers; then the test uses it.
-TEMPORARY: frozenset[tuple[str, str]] = frozenset({
-    ("tests/test_versions.py", "_once"),
-})
-
 
 @dataclass(frozen=True)
 class Hit:
@@ -222,11 +192,9 @@ def scan() -> tuple[Hit, ...]:
 
 
 def excused(hit: Hit) -> bool:
-    """Allowlisted (where the allowlist says), PENDING or TEMPORARY."""
+    """Allowlisted, where the allowlist says."""
     allowed = ALLOWED.get(hit.name)
-    if allowed is not None and allowed.only in (None, hit.path):
-        return True
-    return (hit.path, hit.name) in PENDING | TEMPORARY
+    return allowed is not None and allowed.only in (None, hit.path)
 
 
 def test_no_private_name_is_read_across_modules() -> None:
@@ -236,14 +204,9 @@ def test_no_private_name_is_read_across_modules() -> None:
 
 
 def test_exceptions_are_still_needed() -> None:
-    """Every allowlisted name, PENDING and TEMPORARY entry still excuses a hit: once fixed,
-    its entry goes."""
-    hits = scan()
-    used = {hit.name for hit in hits
-            if hit.name in ALLOWED and ALLOWED[hit.name].only in (None, hit.path)}
+    """Every allowlisted name still excuses a hit: once it is not needed, its entry goes."""
+    used = {hit.name for hit in scan() if excused(hit)}
     assert sorted(set(ALLOWED) - used) == [], "allowlisted names no longer used"
-    fixed = (PENDING | TEMPORARY) - {(hit.path, hit.name) for hit in hits}
-    assert sorted(fixed) == [], "PENDING or TEMPORARY entries already fixed: delete them"
 
 
 def hits_in(path: str, source: str) -> list[str]:

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from reactive_nb.events import ALL_TABLES, Change
-from reactive_nb.stores.bus import Bus, MemoryBus, RedisBus, _advance, _Cursor
+from reactive_nb.stores.bus import Bus, MemoryBus, RedisBus
+from reactive_nb.stores.bus.cursor import Cursor, advance
 from tests.cluster import cluster_prefix, redis_cluster  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -606,7 +607,7 @@ def info(last: str, first: str | None, length: int, added: int | None = None) ->
     return found
 
 
-C = _Cursor
+C = Cursor
 
 
 @pytest.mark.parametrize(
@@ -626,6 +627,6 @@ C = _Cursor
         (C("3-0", None), info("2-0", "1-0", 2), ["x"], (C("0-0", 0), True, True)),
     ],
 )
-def test_gap_rule(cursor: _Cursor, stream_info: dict[str, Any] | None, ids: list[str],
-                  expected: tuple[_Cursor, bool, bool]) -> None:
-    assert _advance(cursor, stream_info, ids) == expected
+def test_gap_rule(cursor: Cursor, stream_info: dict[str, Any] | None, ids: list[str],
+                  expected: tuple[Cursor, bool, bool]) -> None:
+    assert advance(cursor, stream_info, ids) == expected

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import reactive_nb as rnb
+from reactive_nb.stores.bus import RedisBus
 from tests.redis_server import eventually
 from tests.teamhub import create, define_agents_inferred, wait_for
 from tests.teamhub import define_agents as define
@@ -220,12 +221,14 @@ def test_a_tenant_is_followed_only_while_it_has_live_queries(shared: dict[str, s
         agents = define(db)
         acme = agents.live(organization_id="acme", tenant="acme").wait(10)
         globex = agents.live(organization_id="globex", tenant="globex").wait(10)
-        assert {"acme", "globex"} <= set(db.bus._cursors)  # type: ignore[attr-defined]
+        bus = db.bus
+        assert isinstance(bus, RedisBus)
+        assert {"acme", "globex"} <= bus.followed
         globex.close()
-        assert "globex" not in db.bus._cursors  # type: ignore[attr-defined]
-        assert "acme" in db.bus._cursors  # type: ignore[attr-defined]
+        assert "globex" not in bus.followed
+        assert "acme" in bus.followed
         again = agents.live(organization_id="globex", tenant="globex").wait(10)
-        assert "globex" in db.bus._cursors  # type: ignore[attr-defined]
+        assert "globex" in bus.followed
         acme.close()
         again.close()
 

@@ -188,7 +188,7 @@ def test_memory_once_id_is_forgotten_after_the_window() -> None:
     now[0] += 1
     assert versions.bump("acme", ["agent"], once_id="a") == {"agent": 3}
     assert versions.bump("acme", ["agent"], once_id="b") is None
-    assert len(versions._once) == 2  # expired ids are pruned, not kept forever
+    assert versions.remembered_once_ids == 2  # expired ids are pruned, not kept forever
 
 
 @pytest.mark.redis

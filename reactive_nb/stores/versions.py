@@ -110,6 +110,12 @@ class MemoryVersions:
         # the front only.
         self._once: OrderedDict[tuple[str, str], float] = OrderedDict()
 
+    @property
+    def remembered_once_ids(self) -> int:
+        """How many once-ids are remembered (expired ones are pruned at the next bump)."""
+        with self._lock:
+            return len(self._once)
+
     def snapshot(self, tenant: str) -> dict[str, int]:
         with self._lock:
             return {**self._counters.get(tenant, {}), EPOCH: self.epoch}

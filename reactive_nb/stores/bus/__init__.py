@@ -17,8 +17,6 @@ connection pool). Every module logs to ``reactive_nb.stores.bus``.
 from __future__ import annotations
 
 from reactive_nb.stores.bus.base import Bus, Callback
-from reactive_nb.stores.bus.cursor import _advance as _advance
-from reactive_nb.stores.bus.cursor import _Cursor as _Cursor
 from reactive_nb.stores.bus.memory import MemoryBus
 from reactive_nb.stores.bus.redis import RedisBus
 

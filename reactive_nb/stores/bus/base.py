@@ -49,7 +49,7 @@ class Bus(Protocol):
         ...
 
 
-class _Subscribers:
+class Subscribers:
     """The callbacks of one bus, each under a token so the same callable may subscribe twice."""
 
     def __init__(self) -> None:

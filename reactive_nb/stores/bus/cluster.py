@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reactive_nb.stores.bus.client import slot_groups
-from reactive_nb.stores.bus.cursor import _Cursor
+from reactive_nb.stores.bus.cursor import Cursor
 from reactive_nb.stores.bus.outbox import FIRST_DELAY, MAX_DELAY
 from reactive_nb.stores.bus.read import xread_streams
 from reactive_nb.stores.slots import slot_moving
@@ -62,7 +62,7 @@ class _Bus(Protocol):
 
     def _key(self, tenant: str) -> str: ...
 
-    def _cursor_snapshot(self) -> dict[str, _Cursor]: ...
+    def _cursor_snapshot(self) -> dict[str, Cursor]: ...
 
     def _read(self, tenants: list[str]) -> list[str]: ...
 

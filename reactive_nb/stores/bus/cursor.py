@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_READ_COUNT = 1000  # entries per stream per read: bounds the memory of one read
+READ_COUNT = 1000  # entries per stream per read: bounds the memory of one read
 
 
 @dataclass(frozen=True)
-class _Cursor:
+class Cursor:
     """Where the reader stands in one followed stream.
 
     ``last_id``: the last entry id consumed, or the stream's last id when it was followed;
@@ -27,7 +27,7 @@ class _Cursor:
     added: int | None
 
 
-_START = _Cursor("0-0", 0)
+START = Cursor("0-0", 0)
 
 
 def _stream_id(value: str) -> tuple[int, int]:
@@ -35,18 +35,18 @@ def _stream_id(value: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _cursor_at_end(info: Mapping[str, Any]) -> _Cursor:
+def cursor_at_end(info: Mapping[str, Any]) -> Cursor:
     added = info.get("entries-added")
-    return _Cursor(_text(info["last-generated-id"]), int(added) if added is not None else None)
+    return Cursor(as_text(info["last-generated-id"]), int(added) if added is not None else None)
 
 
-def _advance(
-    cursor: _Cursor, info: Mapping[str, Any] | None, ids: list[str]
-) -> tuple[_Cursor, bool, bool]:
+def advance(
+    cursor: Cursor, info: Mapping[str, Any] | None, ids: list[str]
+) -> tuple[Cursor, bool, bool]:
     """The cursor after reading entries ``ids`` of a stream, given ``XINFO STREAM`` taken in
     the same transaction (None: the stream does not exist).
 
@@ -56,16 +56,16 @@ def _advance(
     if info is None:
         # Vanished (deleted, or Redis restarted empty) after we had read from it: whatever
         # was published since our last read is lost.
-        return _START, cursor.last_id not in (None, "0-0"), False
+        return START, cursor.last_id not in (None, "0-0"), False
     if cursor.last_id is None:
-        return _cursor_at_end(info), True, False
-    last_generated = _text(info["last-generated-id"])
+        return cursor_at_end(info), True, False
+    last_generated = as_text(info["last-generated-id"])
     added = info.get("entries-added")
     if _stream_id(last_generated) < _stream_id(cursor.last_id) or (
         added is not None and cursor.added is not None and added < cursor.added
     ):
         # A new stream under the old key: read it from its start.
-        return _START, True, True
+        return START, True, True
     first = info.get("first-entry")
     if added is not None and cursor.added is not None:
         trimmed = int(added) - int(info["length"])
@@ -75,11 +75,11 @@ def _advance(
         # Redis < 7 has no entries-added: a first entry past ours means some were trimmed
         # (it may also be only ours: a spurious gap costs a re-check, a missed one staleness).
         gap = (first is not None and cursor.last_id != "0-0"
-               and _stream_id(_text(first[0])) > _stream_id(cursor.last_id))
+               and _stream_id(as_text(first[0])) > _stream_id(cursor.last_id))
         new_added = None
-    return _Cursor(ids[-1] if ids else cursor.last_id, new_added), gap, len(ids) >= _READ_COUNT
+    return Cursor(ids[-1] if ids else cursor.last_id, new_added), gap, len(ids) >= READ_COUNT
 
 
-def _missing(exc: BaseException) -> bool:
+def missing_stream(exc: BaseException) -> bool:
     """Whether a Redis error says the key does not exist (XINFO STREAM on a missing key)."""
     return "no such key" in str(exc).lower()

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from reactive_nb.events import ALL_TABLES, Change
-from reactive_nb.stores.bus.cursor import _text
+from reactive_nb.stores.bus.cursor import as_text
 
 __all__ = ["entry_fields", "parse_entry", "stream_key"]
 
@@ -54,9 +54,9 @@ def parse_entry(prefix: str, tenant: str, entry_id: Any, fields: Any) -> Change 
         if not tables:
             raise ValueError("empty 'tables' field")
         origin = fields.get(b"origin", b"").decode() or _UNKNOWN_ORIGIN
-        change_id = fields.get(b"id", b"").decode() or _text(entry_id)
+        change_id = fields.get(b"id", b"").decode() or as_text(entry_id)
     except ValueError as exc:  # UnicodeDecodeError is one
         logger.warning("skipping malformed change %s in %s: %s (fields %.200r)",
-                       _text(entry_id), stream_key(prefix, tenant), exc, fields)
+                       as_text(entry_id), stream_key(prefix, tenant), exc, fields)
         return None
     return Change(tenant, tables, origin, change_id)

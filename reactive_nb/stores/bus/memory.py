@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from reactive_nb.events import Change
-from reactive_nb.stores.bus.base import Callback, _Subscribers
+from reactive_nb.stores.bus.base import Callback, Subscribers
 
 __all__ = ["MemoryBus"]
 
@@ -15,7 +15,7 @@ class MemoryBus:
     """The bus of a single process: publish calls the subscribers, nothing else."""
 
     def __init__(self) -> None:
-        self._subscribers = _Subscribers()
+        self._subscribers = Subscribers()
 
     def publish(self, change: Change, *, remote: bool = True) -> None:
         self._subscribers.deliver(change)

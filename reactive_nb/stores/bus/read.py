@@ -12,13 +12,13 @@ from typing import Any
 
 from reactive_nb.events import Change
 from reactive_nb.stores.bus.cursor import (
-    _READ_COUNT,
-    _START,
-    _advance,
-    _Cursor,
-    _cursor_at_end,
-    _missing,
-    _text,
+    READ_COUNT,
+    START,
+    Cursor,
+    advance,
+    as_text,
+    cursor_at_end,
+    missing_stream,
 )
 from reactive_nb.stores.bus.entries import parse_entry, stream_key
 
@@ -50,14 +50,14 @@ class StreamRead:
     """
 
     tenant: str
-    cursor: _Cursor
+    cursor: Cursor
     gap: bool
     reread: bool
     changes: list[Change]
 
 
 def read_slot(client: Any, script: Any, prefix: str, origin: str,
-              cursors: dict[str, _Cursor]) -> list[StreamRead]:
+              cursors: dict[str, Cursor]) -> list[StreamRead]:
     """Read the streams of these tenants (one hash slot), from their cursors, with their
     ``XINFO``, in one transaction (``script``: a :data:`READ_LUA` registered on a cluster
     client, routed by redis-py through MOVED and ASK, which a cluster MULTI is not while
@@ -68,7 +68,7 @@ def read_slot(client: Any, script: Any, prefix: str, origin: str,
     if script is not None:
         keys = list(key.values())
         reply: Any = script(keys=keys, args=[*(streams.get(k) or "" for k in keys),
-                                             _READ_COUNT])
+                                             READ_COUNT])
         results = [info for info, _ in reply]
         for _, read in reply:
             entries.update(xread_streams(read))
@@ -77,7 +77,7 @@ def read_slot(client: Any, script: Any, prefix: str, origin: str,
         for tenant in cursors:
             pipe.xinfo_stream(key[tenant])
         if streams:
-            pipe.xread(streams, count=_READ_COUNT)
+            pipe.xread(streams, count=READ_COUNT)
         results = pipe.execute(raise_on_error=False)
         if streams:
             last = results[-1]
@@ -88,13 +88,13 @@ def read_slot(client: Any, script: Any, prefix: str, origin: str,
     found = []
     for tenant, info in zip(cursors, results, strict=False):
         if isinstance(info, Exception):
-            if not _missing(info):
+            if not missing_stream(info):
                 raise info
             info = None
         elif isinstance(info, list):  # a cluster transaction leaves XINFO unparsed
-            info = {_text(k): v for k, v in zip(info[::2], info[1::2], strict=False)}
+            info = {as_text(k): v for k, v in zip(info[::2], info[1::2], strict=False)}
         items = entries.get(key[tenant], [])
-        cursor, gap, reread = _advance(cursors[tenant], info, [_text(i) for i, _ in items])
+        cursor, gap, reread = advance(cursors[tenant], info, [as_text(i) for i, _ in items])
         changes = [] if reread else [
             c for c in (parse_entry(prefix, tenant, i, f) for i, f in items)
             if c is not None and c.origin != origin]
@@ -102,7 +102,7 @@ def read_slot(client: Any, script: Any, prefix: str, origin: str,
     return found
 
 
-def stream_end(client: Any, key: str) -> _Cursor:
+def stream_end(client: Any, key: str) -> Cursor:
     """A cursor at the end of stream ``key`` (at its start when there is no such stream):
     where following it starts."""
     import redis
@@ -110,10 +110,10 @@ def stream_end(client: Any, key: str) -> _Cursor:
     try:
         info = client.xinfo_stream(key)
     except redis.ResponseError as exc:
-        if _missing(exc):
-            return _START
+        if missing_stream(exc):
+            return START
         raise
-    return _cursor_at_end(info)
+    return cursor_at_end(info)
 
 
 def xread_streams(reply: Any) -> dict[str, list[tuple[Any, Any]]]:
@@ -128,5 +128,5 @@ def xread_streams(reply: Any) -> dict[str, list[tuple[Any, Any]]]:
             if isinstance(fields, list):
                 fields = dict(zip(fields[::2], fields[1::2], strict=False))
             entries.append((entry_id, fields))
-        streams[_text(key)] = entries
+        streams[as_text(key)] = entries
     return streams

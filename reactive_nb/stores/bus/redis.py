@@ -23,10 +23,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reactive_nb.events import PROCESS_ORIGIN, Change
-from reactive_nb.stores.bus.base import Callback, _Subscribers
+from reactive_nb.stores.bus.base import Callback, Subscribers
 from reactive_nb.stores.bus.client import disconnect, is_cluster, own_client, slot_groups
 from reactive_nb.stores.bus.cluster import NodeReaders, ReaderStats, down_errors
-from reactive_nb.stores.bus.cursor import _Cursor
+from reactive_nb.stores.bus.cursor import Cursor
 from reactive_nb.stores.bus.entries import entry_fields, stream_key
 from reactive_nb.stores.bus.outbox import FIRST_DELAY, MAX_DELAY, Outbox
 from reactive_nb.stores.bus.read import READ_LUA, read_slot, stream_end, xread_streams
@@ -92,14 +92,14 @@ class RedisBus:
         #: cluster also CLUSTERDOWN and a slot map that cannot be loaded (a failover).
         self._down_errors = down_errors(self.cluster)
         self._redis_error = redis_module.RedisError
-        self._subscribers = _Subscribers()
+        self._subscribers = Subscribers()
         self._wake = threading.Event()  # set by follow() and close(): the reader looks again
         self._reader = Background("bus-redis", self._loop, wake=self._wake.set)
         self._stop = self._reader.stopping
         # Guards everything below. Held only to read or swap these fields, never across
         # Redis calls or callbacks, so publishers and the reader barely meet on it.
         self._lock = threading.Lock()
-        self._cursors: dict[str, _Cursor] = {}  # followed tenants
+        self._cursors: dict[str, Cursor] = {}  # followed tenants
         self._full_check = True  # the reader must look at every followed stream
         self._closed = False
         # Who cannot reach Redis now: "redis" (publishing, or the reader of one server) and,
@@ -218,7 +218,7 @@ class RedisBus:
             cursor = stream_end(self._redis, self._key(tenant))
         except self._down_errors as exc:
             self._mark_down("follow", exc)
-            cursor = _Cursor(None, None)
+            cursor = Cursor(None, None)
         with self._lock:
             if self._closed or tenant in self._cursors:
                 return
@@ -232,7 +232,13 @@ class RedisBus:
         with self._lock:
             self._cursors.pop(tenant, None)
 
-    def _cursor_snapshot(self) -> dict[str, _Cursor]:
+    @property
+    def followed(self) -> frozenset[str]:
+        """The tenants whose streams this process reads now."""
+        with self._lock:
+            return frozenset(self._cursors)
+
+    def _cursor_snapshot(self) -> dict[str, Cursor]:
         """The followed tenants and where the reader stands in each (a copy)."""
         with self._lock:
             return dict(self._cursors)
