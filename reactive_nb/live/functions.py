@@ -9,11 +9,9 @@ correctness never depends on a change event arriving.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from reactive_nb._frames import to_frame
@@ -27,6 +25,8 @@ from reactive_nb.live.freshness import (
     recorded_tables,
     snapshot,
 )
+from reactive_nb.live.results import Fetched, FunctionStats, Peeked
+from reactive_nb.live.sharing import fetch_shared
 from reactive_nb.live.signature import Inputs, KeyFunction
 from reactive_nb.model.fingerprint import definition_fingerprint
 from reactive_nb.model.tenants import as_tenant, current_tenant
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from reactive_nb.live.query import LiveQuery
     from reactive_nb.stores.cache import Cache
     from reactive_nb.stores.health import StoreHealth
-    from reactive_nb.stores.lease import Claim, RedisLeases
+    from reactive_nb.stores.lease import RedisLeases
     from reactive_nb.stores.versions import Versions
 
 logger = logging.getLogger(__name__)
@@ -65,57 +65,6 @@ class Owner(Protocol):
         self, fn: ReactiveFunction, inputs: dict[str, Any], key: str, tenant: str,
         priority: Priority, primary_key: tuple[str, ...] | None,
     ) -> LiveQuery: ...
-
-
-@dataclass
-class FunctionStats:
-    """Counters of one function; ``lock`` guards them (held for a few additions only)."""
-
-    hits: int = 0
-    misses: int = 0
-    runs: int = 0
-    errors: int = 0
-    #: Runs made holding the lease, for every process sharing the cache (Redis).
-    led: int = 0
-    #: Misses served by another process's run, after waiting for it.
-    followed: int = 0
-    #: Runs made without the lease after following gave up (see ``ReactiveFunction._shared``).
-    ran_anyway: int = 0
-    last_ms: float | None = None
-    total_ms: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        with self.lock:
-            looked = self.hits + self.misses
-            return {
-                "hits": self.hits, "misses": self.misses, "runs": self.runs,
-                "errors": self.errors, "hit_rate": self.hits / looked if looked else 0.0,
-                "led": self.led, "followed": self.followed, "ran_anyway": self.ran_anyway,
-                "last_ms": self.last_ms,
-                "mean_ms": self.total_ms / self.runs if self.runs else None,
-            }
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """One answer of a function: the frame, whether it came from the cache, and its versions."""
-
-    df: pd.DataFrame
-    hit: bool
-    versions: Mapping[str, int]
-    #: Seconds since the frame was computed (0 for a run): a TTL counts from then.
-    age: float = 0.0
-
-
-@dataclass(frozen=True)
-class Peeked:
-    """A cached frame as a new live query first shows it."""
-
-    df: pd.DataFrame
-    fresh: bool
-    created_at: float  # ``time.time()`` seconds, for "updated at"
-    age: float  # seconds since it was computed, for the TTL
 
 
 class ReactiveFunction:
@@ -236,7 +185,7 @@ class ReactiveFunction:
         The tenant is checked first, also on the workers (a cache hit is data too): a
         tenant whose access was revoked, or whose row is gone, gets no frame. With a shared
         cache a miss is run by one process only; the others wait for its entry (see
-        ``_shared``). ``force`` runs at once, without waiting for anyone."""
+        ``live.sharing``). ``force`` runs at once, without waiting for anyone."""
         key = key or self.key_for(inputs)
         owner = self._owner
         owner.check_tenant(tenant)
@@ -247,112 +196,13 @@ class ReactiveFunction:
                 return hit
             leases = owner.leases
             if leases is not None and not leases.closed:
-                shared = self._shared(leases, tenant, inputs, key)
+                shared = fetch_shared(self, leases, owner.health, tenant, inputs, key)
                 if shared is not None:
                     return shared
-        return self._run_and_store(tenant, inputs, key,
-                                   self._snapshot(tenant) if usable else None)
+        return self.run_and_store(tenant, inputs, key,
+                                   self.read_versions(tenant) if usable else None)
 
-    # -- one run across processes ----------------------------------------------------------
-
-    def _shared(self, leases: RedisLeases, tenant: str, inputs: Mapping[str, Any],
-                key: str) -> Fetched | None:
-        """A miss with a shared cache: lead the run of these versions, or follow its leader.
-
-        The first process to claim the lease of (tenant, key, definition, versions) runs
-        the handler; the others block until it announces its outcome, then serve its entry
-        under the usual freshness rule (recorded versions equal the current counters), so a
-        follower never serves an entry older than the change that woke it. A follower waits
-        for one leader at most its lease time plus one run (the leader's expected time), and
-        follows at most ``FOLLOW_ROUNDS`` leaders (a dead leader's lease lapses and another
-        process takes over; a failed run deletes its lease and wakes the followers at once);
-        then it runs the handler itself. A leader runs exactly this result (the versions are
-        part of the lease), so a visible live query never waits behind other work: at most
-        one run. None: Redis failed meanwhile, the caller runs unshared.
-        """
-        from reactive_nb.stores.lease import FOLLOW_ROUNDS, MARGIN_MS
-
-        owner = self._owner
-        rounds, seen, round_end, done_before = 0, b"", 0.0, ""
-        while True:
-            before = self._snapshot(tenant)
-            if before is None:
-                return None
-            try:
-                claim = leases.claim(tenant, key, self.fingerprint,
-                                     recorded(before, tenant, self.watched), self._expected_ms())
-            except owner.health.errors as exc:
-                owner.health.failed(exc)
-                return None
-            if claim.ours:
-                return self._lead(leases, claim, tenant, inputs, key, before)
-            if claim.done:  # the run of these very versions finished: serve its entry
-                found = self._lookup(tenant, key)
-                if found is not None:
-                    return self._followed(found)
-                # None fresh: a write came after our read (read the versions again), or the
-                # run left none (too large to cache, expired): then run it here.
-                rounds += 1
-                if claim.lease == done_before or rounds > FOLLOW_ROUNDS:
-                    return self._run_anyway(tenant, inputs, key, before)
-                done_before = claim.lease
-                continue
-            now = time.monotonic()
-            if claim.holder != seen:  # a new leader: a new round
-                rounds += 1
-                seen = claim.holder or b""
-                # its lease time (what is left of it, at least a full one) plus one run
-                lease_ms = max(claim.ttl_ms + MARGIN_MS, leases.lease_ms)
-                round_end = now + (lease_ms + claim.expected_ms) / 1000
-            if rounds > FOLLOW_ROUNDS or now >= round_end:
-                return self._run_anyway(tenant, inputs, key, before)
-            try:  # until it announces, or its lease may have lapsed (then claim again)
-                leases.wait(tenant, key, claim.mark,
-                            min((claim.ttl_ms + MARGIN_MS) / 1000, round_end - now))
-            except owner.health.errors as exc:
-                owner.health.failed(exc)
-                return None
-            found = self._lookup(tenant, key)
-            if found is not None:
-                return self._followed(found)
-
-    def _lead(self, leases: RedisLeases, claim: Claim, tenant: str,
-              inputs: Mapping[str, Any], key: str, before: Snapshot) -> Fetched:
-        """Run holding the lease, store, then release and announce (also on failure: a
-        failed run writes no entry and its followers take over at once)."""
-        with self.stats.lock:
-            self.stats.led += 1
-        try:
-            fetched = self._run_and_store(tenant, inputs, key, before)
-        except BaseException:
-            self._release(leases, claim, key, ran=False)
-            raise
-        self._release(leases, claim, key, ran=True)
-        return fetched
-
-    def _release(self, leases: RedisLeases, claim: Claim, key: str, ran: bool) -> None:
-        try:
-            leases.release(claim, key, ran)
-        except self._owner.health.errors as exc:  # the lease lapses by itself
-            self._owner.health.failed(exc)
-
-    def _run_anyway(self, tenant: str, inputs: Mapping[str, Any], key: str,
-                    before: Snapshot) -> Fetched:
-        with self.stats.lock:
-            self.stats.ran_anyway += 1
-        return self._run_and_store(tenant, inputs, key, before)
-
-    def _followed(self, found: Fetched) -> Fetched:
-        with self.stats.lock:
-            self.stats.followed += 1
-        return found
-
-    def _expected_ms(self) -> int:
-        """This function's mean run time here (0: never ran), announced to followers."""
-        with self.stats.lock:
-            return int(self.stats.total_ms / self.stats.runs) if self.stats.runs else 0
-
-    def _lookup(self, tenant: str, key: str) -> Fetched | None:
+    def lookup(self, tenant: str, key: str) -> Fetched | None:
         """The fresh entry, without counting a hit or a miss (the miss was counted)."""
         owner = self._owner
         try:
@@ -366,7 +216,7 @@ class ReactiveFunction:
         return Fetched(entry.df, True, entry.versions,
                        max(owner.cache.clock() - entry.created_at, 0.0))
 
-    def _snapshot(self, tenant: str) -> Snapshot | None:
+    def read_versions(self, tenant: str) -> Snapshot | None:
         """The counters a result of ``tenant`` records, read BEFORE its handler runs; None
         when the store failed (the result is then not cached)."""
         owner = self._owner
@@ -376,7 +226,7 @@ class ReactiveFunction:
             owner.health.failed(exc)
             return None
 
-    def _run_and_store(self, tenant: str, inputs: Mapping[str, Any], key: str,
+    def run_and_store(self, tenant: str, inputs: Mapping[str, Any], key: str,
                        before: Snapshot | None) -> Fetched:
         """Run the handler and cache its frame under ``before`` (not cached when None).
 
@@ -420,7 +270,7 @@ class ReactiveFunction:
 
     def _cached(self, tenant: str, key: str) -> Fetched | None:
         """The fresh entry, counted as a hit or a miss."""
-        found = self._lookup(tenant, key)
+        found = self.lookup(tenant, key)
         with self.stats.lock:
             if found is not None:
                 self.stats.hits += 1

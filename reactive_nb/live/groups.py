@@ -23,6 +23,11 @@ NEW, IDLE, QUEUED, DELAYED, RUNNING, CLOSED = "new", "idle", "queued", "delayed"
 
 GroupKey = tuple[str, str, int]
 
+#: A failed run is retried after 0.1 s, doubling up to 30 s (never sooner than
+#: ``min_interval``).
+BACKOFF_START = 0.1
+BACKOFF_CAP = 30.0
+
 
 @dataclass(frozen=True)
 class Update:
@@ -92,6 +97,18 @@ class Group:
     @property
     def fresh(self) -> bool:
         return self.state == IDLE and not self.dirty and self.df is not None and not self.error
+
+    def succeeded(self, df: pd.DataFrame, not_before: float) -> None:
+        """A run gave ``df``; the next may start at ``not_before``."""
+        self.df, self.error, self.failures, self.not_before = df, None, 0, not_before
+
+    def failed(self, error: str | None, now: float, min_interval: float) -> None:
+        """A run failed: keep the last good frame, stay stale, retry after the back-off."""
+        self.error = error
+        self.failures += 1
+        delay = min(BACKOFF_START * 2 ** (self.failures - 1), BACKOFF_CAP)
+        self.not_before = now + max(delay, min_interval)
+        self.dirty = True
 
     def snapshot(self, seq: int, status: str | None = None) -> Update:
         """The update its members get now, as decision ``seq`` of the scheduler

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from reactive_nb.errors import one_line
 from reactive_nb.events import DEFAULT_TENANT, Change
+from reactive_nb.live.following import Following
 from reactive_nb.live.groups import (
     CLOSED,
     DELAYED,
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_START = 0.1
-BACKOFF_CAP = 30.0
 #: Longest idle wait of a worker: how soon groups of garbage-collected live queries (their
 #: frames, their followed tenant streams) are released when nothing else happens.
 REAP_INTERVAL = 1.0
@@ -63,8 +62,7 @@ class Scheduler:
                  unfollow: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.min_interval = min_interval
-        self._follow = follow
-        self._unfollow = unfollow
+        self._following = Following(follow, unfollow, self._wants)
         self.clock = clock  # monotonic seconds; tests step it
         # _lock guards every field below; it is held for dict/heap operations only, never
         # while running a handler, touching Redis or setting traits (which may send
@@ -83,9 +81,6 @@ class Scheduler:
         self._gone: collections.deque[GroupKey] = collections.deque()
         #: Set whenever reap() released something (tests wait on it).
         self.reaped = threading.Event()
-        #: (follow, unfollow) pairs told when a tenant gains its first live query / loses
-        #: its last one, besides the bus (``watch_tenants``). Replaced, never mutated.
-        self._tenant_hooks: tuple[tuple[Callable[[str], None], Callable[[str], None]], ...] = ()
 
     # -- membership ------------------------------------------------------------------------
 
@@ -101,12 +96,7 @@ class Scheduler:
             group.members.add(live)
             weakref.finalize(live, self._gone.append, live.group_key)
             joined = group.snapshot(next(self._stamps))
-        if self._follow is not None:
-            self._follow(live.tenant)
-            if live.tenant != DEFAULT_TENANT:  # unscoped writes reach every tenant
-                self._follow(DEFAULT_TENANT)
-        for follow, _ in self._tenant_hooks:
-            follow(live.tenant)
+        self._following.attached(live.tenant)
         if self.on_attach is not None:
             self.on_attach()
         if not created:
@@ -138,47 +128,14 @@ class Scheduler:
                     self._drop_locked(group)
             emptied = not self._index.has_tenant(live.tenant)
         if emptied:
-            self._stop_following(live.tenant)
-
-    def _stop_following(self, tenant: str) -> None:
-        """Stop reading a tenant's changes once none of its live queries is left.
-
-        Outside the lock (it talks to Redis); a live query attached meanwhile may have
-        followed just before our unfollow, so the wish is re-checked afterwards.
-        """
-        hooks = self._tenant_hooks
-        if self._unfollow is None and not hooks:
-            return
-        with self._lock:
-            wanted = self._wants_locked(tenant)
-        if wanted:
-            return
-        if self._unfollow is not None:
-            self._unfollow(tenant)
-        for _, unfollow in hooks:
-            unfollow(tenant)
-        with self._lock:
-            wanted = self._wants_locked(tenant)
-        if wanted and self._follow is not None:
-            self._follow(tenant)
-        if wanted:
-            for follow, _ in hooks:
-                follow(tenant)
+            self._following.released(live.tenant)
 
     def watch_tenants(self, follow: Callable[[str], None],
                       unfollow: Callable[[str], None]) -> Callable[[], None]:
         """Also call ``follow(tenant)`` whenever a live query of ``tenant`` attaches and
         ``unfollow(tenant)`` once its last one is gone (tenant databases' listeners).
         Both run outside the lock and must be idempotent. Returns the removal."""
-        pair = (follow, unfollow)
-        with self._lock:
-            self._tenant_hooks = (*self._tenant_hooks, pair)
-
-        def remove() -> None:
-            with self._lock:
-                self._tenant_hooks = tuple(h for h in self._tenant_hooks if h is not pair)
-
-        return remove
+        return self._following.add(follow, unfollow)
 
     def revoke(self, tenant: str, error: str) -> int:
         """Stop every live query of ``tenant`` and clear its frame: the user lost access
@@ -197,14 +154,15 @@ class Scheduler:
             update = Update(None, "error", error, cleared=True, seq=next(self._stamps))
         self._push(stopped, update)
         if stopped:
-            self._stop_following(tenant)
+            self._following.released(tenant)
         return len(stopped)
 
-    def _wants_locked(self, tenant: str) -> bool:
+    def _wants(self, tenant: str) -> bool:
         """Whether some live query needs the tenant's changes (unscoped ones: any)."""
-        if tenant == DEFAULT_TENANT:
-            return bool(self._index.tenants())
-        return self._index.has_tenant(tenant)
+        with self._lock:
+            if tenant == DEFAULT_TENANT:
+                return bool(self._index.tenants())
+            return self._index.has_tenant(tenant)
 
     def reindex(self, fn: ReactiveFunction) -> None:
         """The function's watched tables changed (inferred dependencies grew)."""
@@ -235,7 +193,7 @@ class Scheduler:
                 if not self._index.has_tenant(group.tenant):
                     emptied.add(group.tenant)
         for tenant in emptied:
-            self._stop_following(tenant)
+            self._following.released(tenant)
         if dropped:
             self.reaped.set()
         return dropped
@@ -270,7 +228,7 @@ class Scheduler:
         for members, update in updates:
             self._push(members, update)
         if emptied:
-            self._stop_following(change.tenant)
+            self._following.released(change.tenant)
 
     def refresh(self, live: Member) -> None:
         """Queue a run now, bypassing the cache."""
@@ -404,15 +362,10 @@ class Scheduler:
                 self._index.reindex(group, watched)
             now = self.clock()
             if fetched is not None:
-                group.df, group.error, group.failures = fetched.df, None, 0
-                group.not_before = now + self.min_interval
+                group.succeeded(fetched.df, now + self.min_interval)
                 self._expire_locked(group, fetched.age)
             else:
-                group.error = error
-                group.failures += 1
-                delay = min(BACKOFF_START * 2 ** (group.failures - 1), BACKOFF_CAP)
-                group.not_before = now + max(delay, self.min_interval)
-                group.dirty = True  # still stale: retry after the back-off
+                group.failed(error, now, self.min_interval)
             update = group.snapshot(next(self._stamps))
             if fetched is not None:
                 update = update.but(status="stale" if group.dirty else "fresh",
