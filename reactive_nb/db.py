@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ from reactive_nb.errors import ClosedError
 from reactive_nb.events import ALL_TABLES, Change
 from reactive_nb.live.functions import Priority, ReactiveFunction
 from reactive_nb.live.query import LiveQuery
+from reactive_nb.live.results import summary
 from reactive_nb.live.scheduler import Scheduler
 from reactive_nb.live.signature import KeyFunction
 from reactive_nb.live.workers import WorkerPool
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from reactive_nb.tenancy import Tenancy
-
-logger = logging.getLogger(__name__)
 
 _open: weakref.WeakSet[ReactiveDB] = weakref.WeakSet()
 
@@ -216,21 +214,8 @@ class ReactiveDB(SqlAccess):
                 list: str | None = None, access_ttl: float = 10.0,
                 idle_timeout: float = 300.0, pool_size: int = 2,
                 max_overflow: int = 2) -> Tenancy:
-        """Resolve tenants from this (main) database, and decide who may open them.
-
-        ``database``: a query with ``:tenant`` returning the tenant's own database name
-        (NULL: it lives on this database; no row: unknown tenant). ``url``: the template
-        of those databases' URLs (``{database}`` is replaced by that name, once checked to
-        be a plain identifier; default: this database's URL with the name changed).
-        ``access``: a query with ``:user`` and ``:tenant`` returning a row when the user
-        may open the tenant (checked on every tenant-scoped call, cached ``access_ttl``
-        seconds, re-checked when its tables change). ``user``: default
-        ``$JUPYTERHUB_USER``, then the OS user. ``rls``: every transaction run as a tenant
-        on this database first sets ``reactive_nb.tenant`` (for RLS policies). ``list``:
-        the query listing tenants (first column), derived from ``database`` by default.
-        Tenant engines hold at most ``pool_size + max_overflow`` connections each and
-        release them after ``idle_timeout`` idle seconds. Replaces an earlier tenancy.
-        """
+        """Resolve tenants from this (main) database, and decide who may open them;
+        replaces an earlier tenancy. Options: see ``reactive_nb.tenancy.Tenancy``."""
         from reactive_nb.tenancy import Tenancy
 
         self._check_open()
@@ -253,12 +238,7 @@ class ReactiveDB(SqlAccess):
 
     def stats(self) -> dict[str, Any]:
         """Cache hits, misses and hit rate, overall and per function."""
-        per = {name: fn.stats.as_dict() for name, fn in self.functions.items()}
-        hits = sum(s["hits"] for s in per.values())
-        misses = sum(s["misses"] for s in per.values())
-        looked = hits + misses
-        return {"hits": hits, "misses": misses, "hit_rate": hits / looked if looked else 0.0,
-                "functions": per}
+        return summary({name: fn.stats for name, fn in self.functions.items()})
 
     # -- lifecycle -------------------------------------------------------------------------
 

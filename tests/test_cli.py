@@ -131,6 +131,26 @@ def test_notify_and_watch(redis_url: str, redis_prefix: str, redis_client: Any,
     assert watch.returncode == 0, err
 
 
+def test_watch_follows_tenants_that_appear_after_it_started(
+        redis_url: str, redis_prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    watch = subprocess.Popen(
+        cli("watch", "--redis", redis_url, "--prefix", redis_prefix, "--seconds", "60"),
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = _lines(watch.stdout)
+        _expect(lines, rf"^watching default \(prefix {redis_prefix}\)")
+        notify = ["notify", "--redis", redis_url, "--prefix", redis_prefix]
+        assert main([*notify, "--tenant", "initech", "agent"]) == 0  # a tenant new to all
+        _expect(lines, r"^\[[\d:.]+\] default: agent@tenants \(origin cli\)$")
+        _expect(lines, r"^\[[\d:.]+\] watching initech too$")
+        assert main([*notify, "--tenant", "initech", "message"]) == 0
+        _expect(lines, r"^\[[\d:.]+\] initech: message \(origin cli\)$")
+    finally:
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=15)
+    assert watch.returncode == 0, err
+
+
 def free_port() -> int:
     """A local TCP port nothing listens on (bound, then released)."""
     with socket.socket() as sock:

@@ -378,3 +378,23 @@ def test_an_update_overtaken_by_a_later_run_is_not_applied(sqlite_url: str) -> N
         for live in lives:
             assert live.status == "fresh", live.status
             assert list(live.df["name"]) == ["ada", "bob", "x"]
+
+
+def test_inputs_named_like_options_are_inputs_when_given_as_a_mapping(
+        sqlite_url: str) -> None:
+    """``priority`` and ``tenant`` are options of ``fn.live``; a handler may still have
+    inputs of those names: given as a mapping they are inputs, as keywords options."""
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        @db.reactive(dependencies=["agent"])
+        def ranked(priority: int, tenant: str) -> pd.DataFrame:
+            return db.read_sql("SELECT id FROM agent WHERE id <= :p AND organization_id = :t "
+                               "ORDER BY id", p=priority, t=tenant)
+
+        live = ranked.live({"priority": 2, "tenant": "acme"}, priority="high")
+        db.scheduler.run_until_idle()
+        assert live.inputs == {"priority": 2, "tenant": "acme"}
+        assert live.priority == "high" and live.tenant == "default"
+        assert list(live.df["id"]) == [1, 2]
+        with pytest.raises(rnb.InputError, match="priority: missing; tenant: missing"):
+            ranked.live(priority="low", tenant="acme")  # as keywords they are the options

@@ -65,3 +65,13 @@ class Peeked:
     fresh: bool
     created_at: float  # ``time.time()`` seconds, for "updated at"
     age: float  # seconds since it was computed, for the TTL
+
+
+def summary(stats: Mapping[str, FunctionStats]) -> dict[str, Any]:
+    """Cache hits, misses and hit rate over every function, and each one's counters."""
+    per = {name: counters.as_dict() for name, counters in stats.items()}
+    hits = sum(s["hits"] for s in per.values())
+    misses = sum(s["misses"] for s in per.values())
+    looked = hits + misses
+    return {"hits": hits, "misses": misses, "hit_rate": hits / looked if looked else 0.0,
+            "functions": per}

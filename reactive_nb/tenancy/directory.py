@@ -80,7 +80,21 @@ class Owner(FunctionOwner, Protocol):
 
 
 class Tenancy:
-    """Tenants of a ReactiveDB, resolved from its main database; see ``ReactiveDB.tenancy``."""
+    """Tenants of a ReactiveDB, resolved from its main database (``db.tenancy(...)``).
+
+    ``database``: a query with ``:tenant`` returning the tenant's own database name (NULL:
+    it lives on the main database; no row: unknown tenant). ``url``: the template of those
+    databases' URLs (``{database}`` is replaced by that name, once checked to be a plain
+    identifier; default: the main database's URL with the name changed). ``access``: a
+    query with ``:user`` and ``:tenant`` returning a row when the user may open the tenant
+    (checked on every tenant-scoped call, cached ``access_ttl`` seconds, re-checked when
+    its tables change). ``user``: default ``$JUPYTERHUB_USER``, then the OS user. ``rls``:
+    every transaction run as a tenant on the main database first sets
+    ``reactive_nb.tenant`` (for RLS policies). ``list`` (``list_sql`` here): the query
+    listing tenants (first column), derived from ``database`` by default. Tenant engines
+    hold at most ``pool_size + max_overflow`` connections each and release them after
+    ``idle_timeout`` idle seconds.
+    """
 
     def __init__(self, owner: Owner, *, database: str | None = None, url: str | None = None,
                  access: str | None = None, user: str | None = None, rls: bool = False,

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from reactive_nb.events import Change
 
 
+#: Without ``--tenant``, ``watch`` looks for new tenants' streams at least this often.
+RESCAN_SECONDS = 5.0
+
+
 def add_parsers(sub: Subcommands) -> None:
     """The ``notify`` and ``watch`` subcommands and their options."""
     url_help = ("the database: check and name tables as the library does, and use its "
@@ -37,7 +41,8 @@ def add_parsers(sub: Subcommands) -> None:
     watch_parser.add_argument("--url", metavar="DBURL", help=url_help)
     watch_parser.add_argument("--tenant", action="append",
                               help="tenant to follow (repeatable; default: every tenant "
-                                   "with a stream)")
+                                   "with a stream, and each new one from its first "
+                                   "announced change on)")
     watch_parser.add_argument("--prefix", help=prefix_help)
     watch_parser.add_argument("--seconds", type=float, help="stop after N seconds")
     watch_parser.set_defaults(run=watch)
@@ -83,18 +88,29 @@ def notify(args: argparse.Namespace) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    """Print every change published for the followed tenants, one line each."""
+    """Print every change published for the followed tenants, one line each. Without
+    ``--tenant``: every tenant, including those that appear later (a tenant's write is
+    announced on the unscoped stream, which wakes a rescan of the streams; a rescan also
+    runs every few seconds)."""
+    import time
+
+    from reactive_nb.changes import BY_TENANTS
     from reactive_nb.stores.bus import RedisBus
 
     if args.seconds is not None and args.seconds <= 0:
         raise CliError("--seconds must be positive")
     prefix = args.prefix or (_resolved(args.url, [], force=False)[0] if args.url else "rnb")
     client = _redis(args.redis)
+    every = not args.tenant
     tenants = list(dict.fromkeys(args.tenant or [DEFAULT_TENANT, *_tenants(client, prefix)]))
+    announced = threading.Event()
 
     def show(change: Change) -> None:
         say(f"[{clock()}] {change.tenant}: {', '.join(sorted(change.tables))} "
             f"(origin {change.origin})")
+        if every and change.tenant == DEFAULT_TENANT and any(
+                table.endswith(BY_TENANTS) for table in change.tables):
+            announced.set()  # some tenant wrote: maybe one not followed yet
 
     bus = RedisBus(client, prefix=prefix, origin=f"{PROG}-watch:{os.getpid()}")
     try:
@@ -103,8 +119,18 @@ def watch(args: argparse.Namespace) -> int:
             bus.follow(tenant)
         until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
         say(f"watching {', '.join(tenants)} (prefix {prefix}) {until}")
+        deadline = None if args.seconds is None else time.monotonic() + args.seconds
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait(args.seconds)
+            while deadline is None or (left := deadline - time.monotonic()) > 0:
+                announced.wait(RESCAN_SECONDS if deadline is None
+                               else min(left, RESCAN_SECONDS))
+                announced.clear()
+                if every:
+                    for tenant in _tenants(client, prefix):
+                        if tenant not in tenants:
+                            tenants.append(tenant)
+                            bus.follow(tenant)
+                            say(f"[{clock()}] watching {tenant} too")
     finally:
         bus.close()
         client.close()
