@@ -72,3 +72,23 @@ def test_a_restored_redis_never_serves_an_entry_recorded_before(
         hits = agents.stats.hits
         assert len(agents(organization_id="acme")) == 3
         assert agents.stats.hits == hits + 1  # and the cache works again
+
+
+def test_a_redis_that_may_evict_counters_is_named_at_connect(
+        server: RedisServer, sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Under an ``allkeys-*`` policy Redis may drop a counter hash: it comes back at 0 with
+    no epoch change, and an old entry could look fresh again. That is said at connect."""
+    import logging
+
+    create(sqlite_url)
+    client = server.client()
+    try:
+        with caplog.at_level(logging.WARNING, logger="reactive_nb"):
+            rnb.connect(sqlite_url, redis=server.url, workers=0).close()
+            assert "maxmemory-policy" not in caplog.text  # noeviction: nothing to say
+            client.config_set("maxmemory-policy", "allkeys-lru")
+            rnb.connect(sqlite_url, redis=server.url, workers=0).close()
+    finally:
+        client.close()
+    warned = [r for r in caplog.records if "maxmemory-policy is allkeys-lru" in r.getMessage()]
+    assert len(warned) == 1 and "noeviction" in warned[0].getMessage()

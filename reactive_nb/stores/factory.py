@@ -7,6 +7,7 @@ kernels reaching one database by different URLs share, and two databases never d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from reactive_nb.stores.cache import Cache
     from reactive_nb.stores.lease import RedisLeases
     from reactive_nb.stores.versions import Versions
+
+logger = logging.getLogger("reactive_nb")
 
 
 @dataclass
@@ -69,12 +72,34 @@ def open_stores(redis: Any, engine: Engine, *, key_prefix: str | None, cache_byt
         from reactive_nb.model.identity import database_identity
 
         prefix = f"rnb:{database_identity(engine)}"
+    warn_if_counters_may_be_evicted(client)
     breaker = Breaker()  # every store stops asking a hung Redis; StoreHealth probes it
     versions = RedisVersions(client, prefix=prefix, breaker=breaker)
     bus = RedisBus(client, prefix=prefix, on_gap=on_gap, may_send=breaker.allows)
     return Stores(RedisCache(client, prefix=prefix, max_bytes=cache_bytes, breaker=breaker),
                   versions, bus, shared_leases(client, bus),
                   StoreHealth(versions, redis_errors()), client, isinstance(redis, str))
+
+
+def warn_if_counters_may_be_evicted(client: Any) -> str | None:
+    """Warn when Redis may evict the version counters (``maxmemory-policy allkeys-*``):
+    a dropped counter hash comes back at 0 with no epoch change, so after as many writes
+    as it had counted an old entry would look fresh again. ``noeviction`` and the
+    ``volatile-*`` policies never evict them (they have no TTL). Returns the policy, or
+    None when Redis will not say (``CONFIG`` disabled, as on some managed services)."""
+    try:
+        reply = client.config_get("maxmemory-policy")
+    except Exception:  # CONFIG may be renamed or refused (managed Redis): nothing to tell
+        return None
+    if "maxmemory-policy" not in reply:  # a cluster: one reply per node
+        reply = next((r for r in reply.values() if isinstance(r, dict)), {})
+    policy = reply.get("maxmemory-policy")
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    if isinstance(policy, str) and policy.startswith("allkeys-"):
+        logger.warning("reactive_nb: Redis maxmemory-policy is %s, so it may evict version "
+                       "counters and a stale result could look fresh; use noeviction or a "
+                       "volatile-* policy for this Redis", policy)
+    return policy if isinstance(policy, str) else None
 
 
 def redis_client(redis: Any) -> Any:
