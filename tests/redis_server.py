@@ -6,7 +6,6 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REQUIRE
+from tests.serving import wait_for
 
 
 def free_port() -> int:
@@ -26,11 +26,7 @@ def free_port() -> int:
 def eventually(predicate: Callable[[], bool], timeout: float = 15.0,
                what: str = "condition") -> None:
     """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        pause.wait(0.02)
+    assert wait_for(predicate, timeout), f"{what} not met within {timeout} s"
 
 
 def need_redis_server() -> None:

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from reactive_nb.capture import postgres as capture
 from reactive_nb.capture.external import ExternalChange
 from reactive_nb.errors import CaptureError, ClosedError
+from tests.serving import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -491,10 +492,8 @@ def test_listener_backs_off_while_the_database_refuses_connections(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     f"WHERE application_name = '{capture.APPLICATION_NAME}' "
                     f"AND datname = '{database}'")
-            deadline = time.monotonic() + WAIT
-            while time.monotonic() < deadline and sum(
-                    "reconnect failed" in r.getMessage() for r in caplog.records) < 3:
-                threading.Event().wait(0.02)
+            wait_for(lambda: sum("reconnect failed" in r.getMessage()
+                                 for r in caplog.records) >= 3, WAIT)
             execute(admin, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
             assert changes.get(timeout=WAIT).lost
             write_in_subprocess(conninfo, "INSERT INTO agent (name) VALUES ('after')")

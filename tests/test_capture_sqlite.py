@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from reactive_nb.capture import sqlite as capture
 from reactive_nb.capture.external import ExternalChange
 from reactive_nb.errors import CaptureError, ClosedError
+from tests.serving import wait_for
 
 WAIT = 10.0
 
@@ -257,9 +258,7 @@ def test_on_change_errors_are_logged_and_polling_goes_on(
     try:
         with caplog.at_level(logging.ERROR, logger=capture.__name__):
             write_in_subprocess(db_path, "INSERT INTO team (name) VALUES ('a')")
-            deadline = time.monotonic() + WAIT
-            while calls == 0 and time.monotonic() < deadline:
-                threading.Event().wait(0.01)
+            wait_for(lambda: calls > 0, WAIT)
             write_in_subprocess(db_path, "INSERT INTO team (name) VALUES ('b')")
             assert received.get(timeout=WAIT).tables == frozenset({"team"})
     finally:

@@ -32,7 +32,6 @@ import contextlib
 import os
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +82,7 @@ from tests.model_support import (
     reset_data,
     table_contents,
 )
+from tests.serving import wait_for
 
 # --------------------------------------------------------------------------- paths
 
@@ -313,13 +313,13 @@ class ReactiveMachine(RuleBasedStateMachine):
     def _settle(self) -> None:
         """Run every due refresh until every live query is fresh (bounded)."""
         self._sync_external()
-        deadline = time.monotonic() + SYNC_TIMEOUT
-        while True:
+
+        def settled() -> bool:  # a change may still be delivered by another thread
             self.db.scheduler.run_until_idle()
-            waiting = [live for live, *_ in self.lives if live.status != "fresh"]
-            if not waiting or time.monotonic() > deadline:
-                break
-            threading.Event().wait(0.005)  # a change delivered by another thread
+            return all(live.status == "fresh" for live, *_ in self.lives)
+
+        wait_for(settled, SYNC_TIMEOUT, every=0.005)
+        waiting = [live for live, *_ in self.lives if live.status != "fresh"]
         assert not waiting, ("live queries not fresh after settling: "
                              f"{[(live, live.error) for live in waiting]}")
 
@@ -626,9 +626,7 @@ class ReactiveMachine(RuleBasedStateMachine):
         Redis was unreachable are replayed by its probing thread once Redis answers again.
         Until then no other process can know of those writes (a known window: the writer
         alone refuses its cache meanwhile), so the second kernel is checked after it."""
-        deadline = time.monotonic() + SYNC_TIMEOUT
-        while self.db.health.down and time.monotonic() < deadline:
-            threading.Event().wait(0.01)
+        wait_for(lambda: not self.db.health.down, SYNC_TIMEOUT)
         assert not self.db.health.down, f"Redis not trusted again after {SYNC_TIMEOUT} s"
 
 

@@ -26,13 +26,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from tests.serving import wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -168,7 +167,8 @@ def _check_server(command: str, folder: Path, where: str, notebook: str | None) 
                             cwd=folder, env={**env(), **runtime}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_for_voila(port, proc, where)
+        wait_until_answering(f"http://127.0.0.1:{port}/voila/static/voila.js", proc,
+                             f"{where}: the server", lambda: proc.communicate()[0])
     finally:
         with contextlib.suppress(ProcessLookupError):  # the server and its writer
             os.killpg(proc.pid, signal.SIGTERM)
@@ -180,23 +180,6 @@ def _check_server(command: str, folder: Path, where: str, notebook: str | None) 
     assert "Traceback" not in output, f"{where}: {command}\n{output}"
     if notebook is not None:
         _execute(command, folder / notebook, folder, where)
-
-
-def _wait_for_voila(port: int, proc: subprocess.Popen[str], where: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output, _ = proc.communicate()
-            raise AssertionError(f"{where}: the server exited with {proc.returncode}:\n{output}")
-        try:
-            url = f"http://127.0.0.1:{port}/voila/static/voila.js"
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)  # polling a subprocess's port: no event to wait on
-    raise AssertionError(f"{where}: Voila did not answer on port {port} within 60 s")
 
 
 def _execute(command: str, notebook: Path, folder: Path, where: str) -> None:

@@ -33,7 +33,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.serving import wait_for, wait_until_answering
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
@@ -343,24 +344,6 @@ def server_environment(
     return server_env
 
 
-def _wait_for_server(url: str, token: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60.0
-    request = urllib.request.Request(
-        f"{url}/api/status", headers={"Authorization": f"token {token}"}
-    )
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(request, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)  # polling a subprocess's port: no event to wait on
-    raise RuntimeError(f"jupyter lab did not answer within 60 s:\n{log.read_text()[-4000:]}")
-
-
 @contextlib.contextmanager
 def start_lab(
     tmp: Path, *, pythonpath: tuple[Path, ...] = (), env: Mapping[str, str | None] | None = None
@@ -409,7 +392,9 @@ def start_lab(
     playwright: Playwright | None = None
     lab: Lab | None = None
     try:
-        _wait_for_server(url, token, proc, log)
+        wait_until_answering(f"{url}/api/status", proc, "jupyter lab",
+                             lambda: log.read_text()[-4000:],
+                             headers={"Authorization": f"token {token}"})
         playwright = sync_playwright().start()
         browser = playwright.chromium.launch(
             executable_path=chromium, headless=True, args=CHROMIUM_ARGS
@@ -501,22 +486,6 @@ class Voila:
         return dashboard
 
 
-def _wait_for_voila(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until Voila serves its front end (a static file: no kernel is started)."""
-    deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"voila exited:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/voila/static/voila.js", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)  # polling a subprocess's port: no event to wait on
-    raise RuntimeError(f"voila did not answer within 60 s:\n{log.read_text()[-4000:]}")
-
-
 def _live_children(pid: int) -> list[int]:
     """Pids of the running (not zombie) children of `pid`, from /proc (Linux)."""
     found = []
@@ -585,7 +554,8 @@ def start_voila(
     playwright: Playwright | None = None
     voila: Voila | None = None
     try:
-        _wait_for_voila(url, proc, log)
+        wait_until_answering(f"{url}/voila/static/voila.js", proc, "voila",
+                             lambda: log.read_text()[-4000:])
         playwright = sync_playwright().start()
         browser = playwright.chromium.launch(
             executable_path=chromium, headless=True, args=CHROMIUM_ARGS
@@ -607,9 +577,7 @@ def start_voila(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
-        deadline = time.monotonic() + 10.0
-        while any(map(_alive, kernels)) and time.monotonic() < deadline:
-            time.sleep(0.05)  # a foreign process's exit: no event to wait on
+        wait_for(lambda: not any(map(_alive, kernels)), 10.0)  # Voila's kernels exiting
         leaked = [pid for pid in kernels if _alive(pid)]
         for pid in leaked:
             with contextlib.suppress(OSError):
