@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE
+from tests.conftest import REQUIRE, delete_prefix, new_prefix
 from tests.redis_server import eventually
 
 NODE_TIMEOUT_MS = 1500
@@ -300,12 +299,6 @@ def redis_cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def cluster_prefix(redis_cluster: Cluster) -> Iterator[str]:
     """A key prefix of this test's own on the cluster; its keys are deleted afterwards."""
-    prefix = f"rnbtest-{uuid.uuid4().hex[:10]}"
+    prefix = new_prefix()
     yield prefix
-    client = redis_cluster.client()
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_prefix(redis_cluster.client(), prefix)

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -83,9 +84,18 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     import redis
 
-    prefix = f"rnbtest-{uuid.uuid4().hex[:10]}"
+    prefix = new_prefix()
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    delete_prefix(redis.Redis.from_url(redis_url), prefix)
+
+
+def new_prefix() -> str:
+    """A Redis key prefix no other test uses."""
+    return f"rnbtest-{uuid.uuid4().hex[:10]}"
+
+
+def delete_prefix(client: Any, prefix: str) -> None:
+    """Delete every key under ``prefix`` (one server or a cluster), then close ``client``."""
     try:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:

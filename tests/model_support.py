@@ -27,6 +27,8 @@ import pandas as pd
 from sqlalchemy import Engine, ForeignKey, Integer, String, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tests.conftest import delete_prefix
+
 # --------------------------------------------------------------------------- schema
 
 #: Organizations a step may name; a tenant is an organization. "initech" starts absent.
@@ -563,13 +565,7 @@ class PrivateRedis:
         self.start()
 
     def delete_prefix(self, prefix: str) -> None:
-        client = self.client()
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_prefix(self.client(), prefix)
 
 
 class Partition:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 import reactive_nb as rnb
+from tests.conftest import delete_prefix, new_prefix
 from tests.teamhub import create
 
 pytestmark = pytest.mark.redis
@@ -64,7 +65,7 @@ def test_two_kernels_serve_only_fresh_results(steps: list[tuple[str, int, str, s
                                               tmp_path: Path, redis_url: str) -> None:
     url = f"sqlite:///{tmp_path}/{uuid.uuid4().hex}.db"
     create(url)
-    prefix = f"rnbtest-{uuid.uuid4().hex[:10]}"
+    prefix = new_prefix()
     options: dict[str, Any] = {"redis": redis_url, "key_prefix": prefix, "workers": 0,
                                "capture": "local"}
     plain = create_engine(url)
@@ -87,16 +88,7 @@ def test_two_kernels_serve_only_fresh_results(steps: list[tuple[str, int, str, s
         for db in dbs:
             db.close()
         plain.dispose()
-        _delete_keys(redis_url, prefix)
+        import redis
 
+        delete_prefix(redis.Redis.from_url(redis_url), prefix)
 
-def _delete_keys(redis_url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
