@@ -11,14 +11,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +22,7 @@ from typing import Any
 from .common import (
     Contender,
     CpuWatch,
+    RedisServer,
     Settings,
     Table,
     finish,
@@ -50,50 +47,8 @@ NOT_DATA_PATH = {"info", "config", "client", "hello", "ping", "command", "select
 # -- a private redis-server ------------------------------------------------------------------
 
 
-class _Server:
-    """A redis-server of this benchmark's own, on a free port, that it can stop (SIGSTOP)."""
-
-    def __init__(self) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.dir = tempfile.mkdtemp(prefix="rnb_bench_redis_")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            client = self.client()
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)  # polling a starting server, not timing anything
-            finally:
-                client.close()
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
+class _Server(RedisServer):
+    """The benchmark's own redis-server, with the command counts it reports."""
 
     def commands(self) -> int:
         """Commands run since CONFIG RESETSTAT, except this benchmark's and the bus's."""
@@ -115,18 +70,6 @@ class _Server:
             client.config_resetstat()
         finally:
             client.close()
-
-    def close(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- hung Redis ------------------------------------------------------------------------------

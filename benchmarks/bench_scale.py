@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from .common import (
     fmt_ms,
     pg_available,
     pg_database,
+    private_redis,
     sqlite_file,
     stats,
     verdict,
@@ -132,44 +132,6 @@ db.close()
 
 
 # -- a private Redis -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def private_redis() -> Iterator[str | None]:
-    """A ``redis-server`` of this run's own on a free port (its URL), or None when the
-    binary is missing (then the shared Redis is used, and others' traffic counts too)."""
-    import shutil
-
-    if shutil.which("redis-server") is None:
-        yield None
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    folder = tempfile.mkdtemp(prefix="rnb_bench_redis_")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", folder,
-                             "--maxclients", "10000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import redis
-
-        client = redis.Redis(port=port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)  # waiting for the server to listen
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def command_calls(url: str) -> tuple[int, dict[str, int]]:
@@ -405,7 +367,7 @@ def run(settings: Settings) -> Iterator[Table]:
         notes.append(f"Quick mode: {writes} writes per mode, so p99 is close to the maximum.")
     results: list[Scenario] = []
     with contextlib.ExitStack() as stack:
-        redis_url = stack.enter_context(private_redis())
+        redis_url = stack.enter_context(private_redis("--maxclients", "10000"))
         if redis_url is None:
             redis_url = REDIS_URL
             notes.append("redis-server is not installed: the shared Redis was used, so the "

@@ -32,8 +32,6 @@ import os
 import queue
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +45,7 @@ from typing import Any
 from .common import (
     REPO_ROOT,
     CpuWatch,
+    RedisServer,
     Settings,
     Table,
     fmt_ms,
@@ -80,66 +79,6 @@ def configure(minutes: float | None) -> None:
 
 def tenant_name(i: int) -> str:
     return f"t{i:02d}"
-
-
-# -- a private redis-server ------------------------------------------------------------------
-
-
-class RedisServer:
-    """A redis-server of the soak's own, on a free port, that it kills and restarts."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.dir = tempfile.mkdtemp(prefix="rnb_soak_redis_")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            client = redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)  # polling a starting server
-            finally:
-                client.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def restart(self, down: float) -> None:
-        self.kill()
-        time.sleep(down)
-        self.start()
-        self.restarts += 1
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- the database ----------------------------------------------------------------------------

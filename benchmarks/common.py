@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -511,3 +512,89 @@ def machine_info() -> str:
     if hasattr(os, "getloadavg"):
         parts.append(f"load average at start {os.getloadavg()[0]:.2f}")
     return " · ".join(parts)
+
+
+class RedisServer:
+    """A redis-server of a benchmark's own on a free port, in a temporary folder: started,
+    killed (SIGKILL), paused (SIGSTOP) and restarted for real."""
+
+    def __init__(self, *options: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.dir = tempfile.mkdtemp(prefix="rnb_bench_redis_")
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
+
+    def start(self) -> None:
+        """Start and return once it answers PING (polled: a starting server sends no
+        event)."""
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, *self.options],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        pause = threading.Event()
+        while True:
+            client = self.client()
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                pause.wait(0.02)
+            finally:
+                client.close()
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def restart(self, down: float) -> None:
+        """SIGKILL, ``down`` seconds with no server, start again (data lost)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        threading.Event().wait(down)  # the outage itself, not a synchronisation
+        self.start()
+        self.restarts += 1
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a paused server cannot exit
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_redis(*options: str) -> Iterator[str | None]:
+    """A ``RedisServer`` of this run's own (its URL), or None when the binary is missing
+    (then the caller uses the shared Redis, and others' traffic counts too)."""
+    if shutil.which("redis-server") is None:
+        yield None
+        return
+    server = RedisServer(*options)
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.close()
