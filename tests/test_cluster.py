@@ -358,3 +358,43 @@ def test_scripts_refused_while_their_slot_migrates_are_retried(
         leases.close()
         client.close()
     redis_cluster.wait_ok()
+
+
+# --- lease announcements --------------------------------------------------------------------
+
+def test_an_announcement_on_the_cluster_carries_the_counters_of_the_tenants_slot_only(
+        redis_cluster: Cluster, cluster_prefix: str) -> None:  # noqa: F811
+    """A tenant's counters live in its slot and the unscoped ones in the default tenant's:
+    one script may not read both on a cluster (CROSSSLOT). The announcement carries the
+    entry and the tenant's counters; the follower reads the unscoped ones itself."""
+    import pandas as pd
+
+    from reactive_nb.stores.cache import RedisCache
+
+    client = redis_cluster.client()
+    cache = RedisCache(client, prefix=cluster_prefix)
+    versions = RedisVersions(client, prefix=cluster_prefix)
+    a, b = (RedisLeases(client, prefix=cluster_prefix, cache=cache, versions=versions)
+            for _ in range(2))
+    try:
+        tenant, scopes = "acme", ("acme", DEFAULT_TENANT)
+        assert client.keyslot(versions.redis_key(tenant)) != client.keyslot(
+            versions.redis_key(DEFAULT_TENANT))
+        versions.bump(tenant, ["agent"])
+        mine = a.claim(tenant, "k", 1, {"agent": 1}, scopes=scopes)
+        theirs = b.claim(tenant, "k", 1, {"agent": 1}, scopes=scopes)
+        frame = pd.DataFrame({"n": [1]})
+        assert cache.set(tenant, "k", frame, {"agent": 1}, None)
+        a.release(mine, "k", ran=True)
+        announced = b.wait(tenant, "k", theirs.mark, timeout=WAIT)
+        assert announced is not None and announced.entry is not None
+        assert set(announced.counters) == {tenant}
+        assert announced.counters[tenant]["agent"] == 1
+        assert announced.counters[tenant][EPOCH] == versions.get(tenant, [EPOCH])[EPOCH]
+        late = b.claim(tenant, "k", 1, {"agent": 1}, scopes=scopes)
+        assert late.done and late.announcement is not None
+        assert set(late.announcement.counters) == {tenant}
+    finally:
+        a.close()
+        b.close()
+        client.close()

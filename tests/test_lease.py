@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import reactive_nb as rnb
 from reactive_nb.events import DEFAULT_TENANT
-from reactive_nb.stores.lease import RedisLeases
+from reactive_nb.stores.cache import RedisCache
+from reactive_nb.stores.lease import ANNOUNCED_MAX_BYTES, RedisLeases
+from reactive_nb.stores.versions import RedisVersions
 from tests.teamhub import create
 
 pytestmark = pytest.mark.redis
@@ -111,6 +114,86 @@ def test_renewal_extends_a_held_lease_and_reports_a_lost_one(
     a.release(mine, "k", ran=True)
     assert redis_client.get(mine.lease) == b"someone else"  # the release is token-checked
     assert a.renew_now() == 0
+
+
+# -- announcements that carry the entry ----------------------------------------------------
+
+
+@pytest.fixture
+def announcing(redis_client: Any, redis_prefix: str
+               ) -> Iterator[tuple[RedisCache, RedisVersions, RedisLeases, RedisLeases]]:
+    """Two lease stores with the cache and counters of their prefix (as ``connect`` makes
+    them): their announcements carry copies of small entries."""
+    cache = RedisCache(redis_client, prefix=redis_prefix)
+    versions = RedisVersions(redis_client, prefix=redis_prefix)
+    a, b = (RedisLeases(redis_client, redis_prefix, cache=cache, versions=versions)
+            for _ in range(2))
+    yield cache, versions, a, b
+    a.close()
+    b.close()
+
+
+def test_an_announcement_carries_the_entry_and_the_counters_read_with_it(
+        announcing: tuple[RedisCache, RedisVersions, RedisLeases, RedisLeases]) -> None:
+    cache, versions, a, b = announcing
+    versions.bump(DEFAULT_TENANT, ["agent"])
+    now = versions.snapshot(DEFAULT_TENANT)
+    scopes = (DEFAULT_TENANT,)
+    mine = a.claim(DEFAULT_TENANT, "k", 1, VERSIONS, scopes=scopes)
+    theirs = b.claim(DEFAULT_TENANT, "k", 1, VERSIONS, scopes=scopes)
+    frame = pd.DataFrame({"n": [3]})
+    cache.set(DEFAULT_TENANT, "k", frame, {"agent": now["agent"]}, None)
+    a.release(mine, "k", ran=True)
+    announced = b.wait(DEFAULT_TENANT, "k", theirs.mark, timeout=30)
+    assert announced is not None and announced.ok
+    assert announced.counters == {DEFAULT_TENANT: now}
+    entry = announced.cached(time.time(), lambda v: v == {"agent": now["agent"]})
+    assert entry is not None and entry.df.equals(frame)
+    assert announced.cached(time.time(), lambda v: False) is None  # not valid: not served
+    versions.bump(DEFAULT_TENANT, ["agent"])  # a write after the announcement
+    late = b.claim(DEFAULT_TENANT, "k", 1, VERSIONS, scopes=scopes)
+    assert late.done and late.announcement is not None
+    # the claim read the counters again: the copy is seen stale
+    assert late.announcement.counters[DEFAULT_TENANT]["agent"] == now["agent"] + 1
+    assert late.announcement.entry == announced.entry
+
+
+def test_an_announcement_carries_no_large_entry_and_no_failed_one(
+        announcing: tuple[RedisCache, RedisVersions, RedisLeases, RedisLeases],
+        redis_client: Any) -> None:
+    cache, _, a, b = announcing
+    large = pd.DataFrame({"x": range(ANNOUNCED_MAX_BYTES // 4)})
+    assert cache.set(DEFAULT_TENANT, "big", large, {"agent": 0}, None)
+    mine = a.claim(DEFAULT_TENANT, "big", 1, VERSIONS, scopes=(DEFAULT_TENANT,))
+    theirs = b.claim(DEFAULT_TENANT, "big", 1, VERSIONS, scopes=(DEFAULT_TENANT,))
+    a.release(mine, "big", ran=True)
+    announced = b.wait(DEFAULT_TENANT, "big", theirs.mark, timeout=30)
+    assert announced is not None and announced.ok and announced.entry is None
+    assert cache.set(DEFAULT_TENANT, "k", pd.DataFrame({"n": [1]}), {"agent": 0}, None)
+    mine = a.claim(DEFAULT_TENANT, "k", 1, VERSIONS, scopes=(DEFAULT_TENANT,))
+    theirs = b.claim(DEFAULT_TENANT, "k", 1, VERSIONS, scopes=(DEFAULT_TENANT,))
+    a.release(mine, "k", ran=False)  # failed: whatever the cache holds is not its result
+    announced = b.wait(DEFAULT_TENANT, "k", theirs.mark, timeout=30)
+    assert announced is not None and not announced.ok and announced.entry is None
+    for i in range(3):  # only the newest announcement is kept: one copy per key at most
+        a.release(a.claim(DEFAULT_TENANT, "k", 2, {**VERSIONS, "agent": 10 + i}), "k",
+                  ran=True)
+    assert len(done_entries(redis_client, a, "k")) == 1
+
+
+def test_a_tenants_announcement_reads_both_its_scopes_on_one_server(
+        announcing: tuple[RedisCache, RedisVersions, RedisLeases, RedisLeases]) -> None:
+    cache, versions, a, b = announcing
+    versions.bump(DEFAULT_TENANT, ["agent"])  # an unscoped write
+    scopes = ("acme", DEFAULT_TENANT)
+    mine = a.claim("acme", "k", 1, VERSIONS, scopes=scopes)
+    theirs = b.claim("acme", "k", 1, VERSIONS, scopes=scopes)
+    cache.set("acme", "k", pd.DataFrame({"n": [1]}), {"agent": 0}, None)
+    a.release(mine, "k", ran=True)
+    announced = b.wait("acme", "k", theirs.mark, timeout=30)
+    assert announced is not None
+    assert set(announced.counters) == set(scopes)
+    assert announced.counters[DEFAULT_TENANT]["agent"] == 1
 
 
 # -- two kernels in this process ---------------------------------------------------------
@@ -205,6 +288,52 @@ def test_a_follower_serves_the_leaders_entry_without_running(
     assert not follower_probe.started.is_set()  # the follower ran nothing
     assert (leader.stats.led, follower.stats.followed, follower.stats.runs) == (1, 1, 0)
     assert b.stats()["functions"]["lease.count"]["followed"] == 1
+
+
+def reads_after_waking(db: rnb.ReactiveDB) -> dict[str, int]:
+    """Counts ``db``'s reads of cache entries and counters made after its lease store's
+    ``wait`` returns (reset at each return)."""
+    assert db.leases is not None
+    store, cache, versions = db.leases, db.cache, db.versions
+    reads = {"cache": 0, "counters": 0, "woken": 0}
+    wait, get, counters = store.wait, cache.get, versions.get
+
+    def woken(*args: Any, **kwargs: Any) -> Any:
+        announced = wait(*args, **kwargs)
+        reads.update(cache=0, counters=0, woken=reads["woken"] + 1)
+        return announced
+
+    def get_entry(*args: Any, **kwargs: Any) -> Any:
+        reads["cache"] += 1
+        return get(*args, **kwargs)
+
+    def get_counters(*args: Any, **kwargs: Any) -> Any:
+        reads["counters"] += 1
+        return counters(*args, **kwargs)
+
+    store.wait = woken  # type: ignore[method-assign]
+    cache.get = get_entry  # type: ignore[method-assign]
+    versions.get = get_counters  # type: ignore[method-assign]
+    return reads
+
+
+def test_a_follower_serves_the_announced_copy_without_reading_it_back(
+        kernels: tuple[rnb.ReactiveDB, rnb.ReactiveDB]) -> None:
+    a, b = kernels
+    leader_probe, follower_probe = Probe(hold=True), Probe()
+    leader, follower = define(a, leader_probe), define(b, follower_probe)
+    waiting = waiting_probe(b)
+    reads = reads_after_waking(b)
+    led, led_out = in_thread(leader)
+    assert leader_probe.started.wait(30)
+    followed, followed_out = in_thread(follower)
+    assert waiting.wait(30)
+    leader_probe.go.set()
+    led.join(30)
+    followed.join(30)
+    assert followed_out["value"].equals(led_out["value"])
+    assert follower.stats.followed == 1 and not follower_probe.started.is_set()
+    assert reads == {"cache": 0, "counters": 0, "woken": 1}  # served as it woke
 
 
 def test_a_failed_leader_run_writes_no_entry_and_a_follower_takes_over(

@@ -34,6 +34,11 @@ Plan = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 Snapshot = dict[str, dict[str, int]]
 
 
+def scopes(tenant: str) -> tuple[str, ...]:
+    """The counter scopes a result of ``tenant`` records."""
+    return tuple(counters_read(tenant, ()))
+
+
 def snapshot(versions: Versions, tenant: str) -> Snapshot:
     """Read every counter of the scopes a result of ``tenant`` records, BEFORE its handler
     runs (raises the store's errors: the caller then does not cache). Whole scopes, so the
@@ -52,21 +57,26 @@ def recorded(before: Snapshot, tenant: str, watched: frozenset[str]) -> dict[str
 
 
 def is_fresh(versions: Versions, tenant: str, watched: frozenset[str], fingerprint: int,
-             entry: Mapping[str, int]) -> bool:
+             entry: Mapping[str, int],
+             known: Mapping[str, Mapping[str, int]] | None = None) -> bool:
     """Same definition, and every counter the entry recorded still has its value."""
     if entry.get(DEFINITION) != fingerprint:
         return False
-    return is_current(versions, tenant, watched, entry)
+    return is_current(versions, tenant, watched, entry, known)
 
 
 def is_current(versions: Versions, tenant: str, watched: frozenset[str],
-               entry: Mapping[str, int]) -> bool:
-    """Every counter the entry recorded still has the value it recorded."""
+               entry: Mapping[str, int],
+               known: Mapping[str, Mapping[str, int]] | None = None) -> bool:
+    """Every counter the entry recorded still has the value it recorded. ``known``: scope ->
+    every counter of the scope (its epoch included), read in one step with the entry (a
+    lease announcement's); the other scopes are read from ``versions``."""
     plan = _plan(tenant, watched, frozenset(entry))
     if plan is None:
         return False
     for scope, wanted in plan:
-        now = versions.get(scope, [counter for _, counter in wanted])
+        read = known.get(scope) if known else None
+        now = read if read is not None else versions.get(scope, [c for _, c in wanted])
         for name, counter in wanted:
             if now.get(counter, 0) != entry[name]:
                 return False

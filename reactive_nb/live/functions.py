@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
     from reactive_nb.live.query import LiveQuery
     from reactive_nb.stores.cache import Cache
+    from reactive_nb.stores.cache.base import CacheEntry
     from reactive_nb.stores.health import StoreHealth
-    from reactive_nb.stores.lease import RedisLeases
+    from reactive_nb.stores.lease import Announcement, RedisLeases
     from reactive_nb.stores.versions import Versions
 
 logger = logging.getLogger(__name__)
@@ -210,11 +211,27 @@ class ReactiveFunction:
         except owner.health.errors as exc:
             owner.health.failed(exc)
             return None
+        return self._served(entry)
+
+    def accept(self, tenant: str, announced: Announcement) -> Fetched | None:
+        """The copy of the entry another process's run announced, if fresh by the counters
+        read with it (no round trip for those; scopes it lacks are read); None: no usable
+        copy, read the cache instead."""
+        owner = self._owner
+        try:
+            entry = announced.cached(owner.cache.clock(), lambda v: self._fresh(
+                tenant, v, announced.counters))
+        except owner.health.errors as exc:
+            owner.health.failed(exc)
+            return None
+        return self._served(entry)
+
+    def _served(self, entry: CacheEntry | None) -> Fetched | None:
         if entry is None:
             return None
         self._learn_recorded(entry.versions)
         return Fetched(entry.df, True, entry.versions,
-                       max(owner.cache.clock() - entry.created_at, 0.0))
+                       max(self._owner.cache.clock() - entry.created_at, 0.0))
 
     def read_versions(self, tenant: str) -> Snapshot | None:
         """The counters a result of ``tenant`` records, read BEFORE its handler runs; None
@@ -262,8 +279,10 @@ class ReactiveFunction:
             owner.health.failed(exc)
             return None
 
-    def _fresh(self, tenant: str, versions: Mapping[str, int]) -> bool:
-        return is_fresh(self._owner.versions, tenant, self.watched, self.fingerprint, versions)
+    def _fresh(self, tenant: str, versions: Mapping[str, int],
+               known: Mapping[str, Mapping[str, int]] | None = None) -> bool:
+        return is_fresh(self._owner.versions, tenant, self.watched, self.fingerprint, versions,
+                        known)
 
     def _current(self, tenant: str, versions: Mapping[str, int]) -> bool:
         return is_current(self._owner.versions, tenant, self.watched, versions)

@@ -76,8 +76,8 @@ def open_stores(redis: Any, engine: Engine, *, key_prefix: str | None, cache_byt
     breaker = Breaker()  # every store stops asking a hung Redis; StoreHealth probes it
     versions = RedisVersions(client, prefix=prefix, breaker=breaker)
     bus = RedisBus(client, prefix=prefix, on_gap=on_gap, may_send=breaker.allows)
-    return Stores(RedisCache(client, prefix=prefix, max_bytes=cache_bytes, breaker=breaker),
-                  versions, bus, shared_leases(client, bus),
+    cache = RedisCache(client, prefix=prefix, max_bytes=cache_bytes, breaker=breaker)
+    return Stores(cache, versions, bus, shared_leases(client, bus, cache, versions),
                   StoreHealth(versions, redis_errors()), client, isinstance(redis, str))
 
 

@@ -226,13 +226,14 @@ class RedisVersions:
         self._snapshot_script = client.register_script(_SNAPSHOT_LUA)
         self._warned_no_run_id = False
 
-    def _key(self, tenant: str) -> str:
+    def redis_key(self, tenant: str) -> str:
+        """The hash holding ``tenant``'s counters (its tenant a hash tag)."""
         return f"{self._prefix}:{{{tenant}}}:versions"
 
     def _once_key(self, tenant: str, once_id: str) -> str:
         return f"{self._prefix}:{{{tenant}}}:once:{once_id}"
 
-    def _epoch(self, run_id: bytes | str | None) -> int:
+    def epoch_of(self, run_id: bytes | str | None) -> int:
         """The epoch of a ``run_id``; 0 (with one warning) from a server that has none."""
         if run_id:
             return int(_text(run_id)[:15], 16)
@@ -248,10 +249,10 @@ class RedisVersions:
 
     def snapshot(self, tenant: str) -> dict[str, int]:
         self._guard()
-        result: Any = self._snapshot_script(keys=[self._key(tenant)])
+        result: Any = self._snapshot_script(keys=[self.redis_key(tenant)])
         run_id, flat = result
         counters = {_text(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-        counters[EPOCH] = self._epoch(run_id)
+        counters[EPOCH] = self.epoch_of(run_id)
         return counters
 
     def get(self, tenant: str, tables: Iterable[str]) -> dict[str, int]:
@@ -261,11 +262,11 @@ class RedisVersions:
         found: dict[str, int] = {}
         values: list[Any]
         if len(counted) < len(names):  # the epoch is asked: read it with the counters
-            result: Any = self._get_script(keys=[self._key(tenant)], args=counted)
+            result: Any = self._get_script(keys=[self.redis_key(tenant)], args=counted)
             run_id, values = result
-            found[EPOCH] = self._epoch(run_id)
+            found[EPOCH] = self.epoch_of(run_id)
         elif counted:
-            values = self._client.hmget(self._key(tenant), counted)
+            values = self._client.hmget(self.redis_key(tenant), counted)
         else:
             return {}
         found.update((t, 0 if v is None else int(v)) for t, v in zip(counted, values,
@@ -277,7 +278,7 @@ class RedisVersions:
     ) -> dict[str, int] | None:
         self._guard()
         names = _counted(tables)
-        keys = [self._key(tenant)]
+        keys = [self.redis_key(tenant)]
         if once_id is not None:
             keys.append(self._once_key(tenant, once_id))
         elif not names:

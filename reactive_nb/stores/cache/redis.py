@@ -84,7 +84,8 @@ class RedisCache:
         """Not tracked: always -1 (Redis holds the entries, and other processes add some)."""
         return -1
 
-    def _key(self, tenant: str, key: str) -> str:
+    def redis_key(self, tenant: str, key: str) -> str:
+        """The hash holding ``key``'s entry (its tenant a hash tag)."""
         return f"{self._prefix}:{{{tenant}}}:cache:{key}"
 
     def get(self, tenant: str, key: str,
@@ -93,7 +94,7 @@ class RedisCache:
         from redis.client import NEVER_DECODE
 
         self._guard()
-        rkey = self._key(tenant, key)
+        rkey = self.redis_key(tenant, key)
         try:
             # NEVER_DECODE: the Arrow payload is binary even on a decode_responses client.
             client: Any = self._client  # execute_command is untyped
@@ -103,46 +104,11 @@ class RedisCache:
             return None
         if not raw:
             return None
-        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
         try:
-            meta = self._parse_meta(fields.get("meta"))
-        except Exception as exc:  # anything unreadable is a miss, never an error
+            return entry_from_fields(raw, self.clock(), valid)
+        except CorruptEntry as exc:  # anything unreadable is a miss, never an error
             self._drop_corrupt(rkey, exc)
             return None
-        expires_at = meta["expires_at"]
-        # Past expires_at is a miss even before Redis's EXPIRE (whole seconds) fires.
-        if expires_at is not None and self.clock() >= expires_at:
-            return None
-        if valid is not None and not valid(meta["versions"]):
-            return None  # stale: not worth decoding (errors of valid() are the caller's)
-        try:
-            payload = fields.get("arrow")
-            if not isinstance(payload, bytes):
-                raise CorruptEntry("no arrow field")
-            df = from_arrow_bytes(payload)
-        except Exception as exc:  # anything unreadable is a miss, never an error
-            self._drop_corrupt(rkey, exc)
-            return None
-        return CacheEntry(df, meta["versions"], meta["created_at"], expires_at, meta["nbytes"])
-
-    @staticmethod
-    def _parse_meta(raw: object) -> dict[str, Any]:
-        if not isinstance(raw, (bytes, str)):
-            raise CorruptEntry("no meta field")
-        meta = json.loads(raw)
-        if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
-            raise CorruptEntry(f"unknown format {raw!r:.100}")
-        versions, created, expires, nbytes = (
-            meta["versions"], meta["created_at"], meta["expires_at"], meta["nbytes"])
-        if not (
-            isinstance(versions, dict)
-            and all(isinstance(k, str) and type(v) is int for k, v in versions.items())
-            and isinstance(created, (int, float))
-            and (expires is None or isinstance(expires, (int, float)))
-            and type(nbytes) is int
-        ):
-            raise CorruptEntry(f"malformed meta {raw!r:.100}")
-        return meta
 
     def _drop_corrupt(self, rkey: str, exc: BaseException) -> None:
         self._warn(
@@ -160,7 +126,7 @@ class RedisCache:
         ttl: float | None,
     ) -> bool:
         self._guard()
-        rkey = self._key(tenant, key)
+        rkey = self.redis_key(tenant, key)
         try:
             table, extended = to_arrow_table(df)
             payload = ipc_stream(table)
@@ -197,7 +163,7 @@ class RedisCache:
 
     def delete(self, tenant: str, key: str) -> None:
         self._guard()
-        self._client.delete(self._key(tenant, key))
+        self._client.delete(self.redis_key(tenant, key))
 
     def clear(self, tenant: str | None = None) -> None:
         self._guard()
@@ -220,3 +186,55 @@ class RedisCache:
 
     def close(self) -> None:
         """Nothing to release: the Redis client belongs to the caller."""
+
+
+def entry_from_fields(raw: Mapping[Any, Any], now: float,
+                      valid: Callable[[Mapping[str, int]], bool] | None = None
+                      ) -> CacheEntry | None:
+    """The entry held by an entry hash's fields (``meta`` and ``arrow``, as bytes or str
+    keys), as of ``now``: None when expired or not ``valid`` (tested on its versions before
+    the frame is decoded). Raises :class:`CorruptEntry` for anything unreadable. Also reads
+    the copy a lease announcement carries (:mod:`reactive_nb.stores.lease`)."""
+    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+    try:
+        meta = _parse_meta(fields.get("meta"))
+    except Exception as exc:
+        raise _unreadable(exc) from None
+    expires_at = meta["expires_at"]
+    # Past expires_at is a miss even before Redis's EXPIRE (whole seconds) fires.
+    if expires_at is not None and now >= expires_at:
+        return None
+    if valid is not None and not valid(meta["versions"]):
+        return None  # stale: not worth decoding (errors of valid() are the caller's)
+    payload = fields.get("arrow")
+    if not isinstance(payload, bytes):
+        raise CorruptEntry("no arrow field")
+    try:
+        df = from_arrow_bytes(payload)
+    except Exception as exc:
+        raise _unreadable(exc) from None
+    return CacheEntry(df, meta["versions"], meta["created_at"], expires_at, meta["nbytes"])
+
+
+def _unreadable(exc: Exception) -> CorruptEntry:
+    return exc if isinstance(exc, CorruptEntry) else CorruptEntry(f"{type(exc).__name__}: {exc}")
+
+
+def _parse_meta(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, (bytes, str)):
+        raise CorruptEntry("no meta field")
+    meta = json.loads(raw)
+    if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
+        raise CorruptEntry(f"unknown format {raw!r:.100}")
+    versions, created, expires, nbytes = (
+        meta["versions"], meta["created_at"], meta["expires_at"], meta["nbytes"])
+    if not (
+        isinstance(versions, dict)
+        and all(isinstance(k, str) and type(v) is int for k, v in versions.items())
+        and isinstance(created, (int, float))
+        and (expires is None or isinstance(expires, (int, float)))
+        and type(nbytes) is int
+    ):
+        raise CorruptEntry(f"malformed meta {raw!r:.100}")
+    return meta
+
