@@ -398,3 +398,30 @@ def test_inputs_named_like_options_are_inputs_when_given_as_a_mapping(
         assert list(live.df["id"]) == [1, 2]
         with pytest.raises(rnb.InputError, match="priority: missing; tenant: missing"):
             ranked.live(priority="low", tenant="acme")  # as keywords they are the options
+
+
+def test_a_new_frame_is_set_without_comparing_it_to_the_old_one(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """traitlets tells whether a trait changed with ``old == new``: for two frames of one
+    shape that compares every cell, on every update, only to find the answer is no bool.
+    A live query tells frames apart by identity instead, and still notifies."""
+    create(sqlite_url)
+    with rnb.connect(sqlite_url, workers=0, min_interval=0) as db:
+        live = agents_fn(db).live(organization_id="acme")
+        db.scheduler.run_until_idle()
+        shown: list[pd.DataFrame] = []
+        live.observe(lambda change: shown.append(change["new"]), names=["df"])
+        compared: list[object] = []
+        equals = pd.DataFrame.__eq__
+
+        def counted(frame: pd.DataFrame, other: object) -> object:
+            compared.append(other)
+            return equals(frame, other)
+
+        monkeypatch.setattr(pd.DataFrame, "__eq__", counted)
+        db.execute("UPDATE agent SET name = 'ada2' WHERE name = 'ada'")  # same shape
+        assert db.scheduler.run_until_idle() == 1
+        monkeypatch.undo()
+        assert len(shown) == 1 and list(shown[0]["name"]) == ["ada2", "bob"]
+        assert live.df is shown[0]
+        assert compared == []

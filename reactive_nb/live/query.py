@@ -80,28 +80,41 @@ class LiveQuery(traitlets.HasTraits):
     # -- scheduler side --------------------------------------------------------------------
 
     def receive(self, update: Update) -> None:
-        """Set traits from one scheduling step (called by the scheduler, its lock released)."""
-        # Only what changed is set: trait validation is most of a change's scheduling cost.
-        # The lock makes one update atomic for snapshot(); observers run after it is
-        # released (hold_trait_notifications delivers on exit of the outer block).
-        with self.hold_trait_notifications(), self._state_lock:
+        """Set traits from one scheduling step (called by the scheduler, its lock released).
+
+        The values are stored under the state lock, so one update is atomic for
+        snapshot(); observers are told after it is released, in the order of the traits.
+        Stored without traitlets' ``set()``, which tells a change with ``old == new``: for
+        two frames that compares every cell (8 ms for 1M rows x 10 columns), and
+        ``hold_trait_notifications`` would compare the new frame with itself once more.
+        Frames are told apart by identity, the other values by equality.
+        """
+        changes: list[tuple[str, Any, Any]] = []
+
+        def store(name: str, value: Any) -> None:
+            old = getattr(self, name)
+            if value is old or (name != "df" and value == old):
+                return
+            self._trait_values[name] = value
+            changes.append((name, old, value))
+
+        with self._state_lock:
             if update.attempt:
-                self.attempts += 1
+                store("attempts", self.attempts + 1)
             if update.ran:
-                self.runs += 1
-            if update.seq < self._applied:
-                return  # overtaken: a later decision of the scheduler was applied already
-            self._applied = update.seq
-            if update.cleared and self.df is not None:
-                self.df = None
-            if update.df is not None and update.df is not self.df:
-                self.df = update.df
-            if update.updated_at is not None:
-                self.updated_at = update.updated_at
-            if update.error != self.error:
-                self.error = update.error
-            if update.status != self.status:
-                self.status = update.status
+                store("runs", self.runs + 1)
+            if update.seq >= self._applied:  # else overtaken: a later decision was applied
+                self._applied = update.seq
+                if update.cleared:
+                    store("df", None)
+                if update.df is not None:
+                    store("df", update.df)
+                if update.updated_at is not None:
+                    store("updated_at", update.updated_at)
+                store("error", update.error)
+                store("status", update.status)
+        for name, old, new in changes:
+            self._notify_trait(name, old, new)
 
     def snapshot(self) -> tuple[Any, str, str | None, Any, int]:
         """``(df, status, error, updated_at, runs)`` of one consistent moment."""
