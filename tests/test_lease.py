@@ -9,6 +9,7 @@ in Redis.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -387,6 +388,67 @@ def test_force_and_an_unshared_cache_take_no_lease(kernels: tuple[rnb.ReactiveDB
     with rnb.connect(sqlite_url) as local:
         assert local.leases is None
 
+
+def test_callers_in_three_kernels_never_miss_a_write_committed_before_their_call(
+        pg_url: str, redis_url: str, redis_prefix: str) -> None:
+    """Three kernels call one function in rounds, all at once after a commit (so they
+    contend for one lease: one leads, the others follow, or claim late), while a writer
+    commits one more row during each round: every result counts at least the rows
+    committed before its call began. Two things keep it so, each enough here: a lease is
+    per versions (a follower never waits for a run of older ones), and a copy is served
+    only if fresh by the counters read with it. Seen failing with both undone."""
+    create(pg_url)
+    kernels = [rnb.connect(pg_url, redis=redis_url, key_prefix=redis_prefix, workers=0)
+               for _ in range(4)]
+    writer, callers = kernels[-1], kernels[:-1]
+    rounds = 60
+    committed = [int(writer.read_sql("SELECT COUNT(*) AS n FROM agent")["n"].iloc[0])]
+    racing = threading.Semaphore(0)
+    ids, counted = itertools.count(1000), threading.Lock()
+    behind: list[tuple[int, int]] = []
+
+    def insert() -> None:
+        writer.execute("INSERT INTO agent (id, organization_id, name) VALUES (:i, 'acme', 'w')",
+                       i=next(ids))
+        with counted:
+            committed[0] += 1  # after its commit returned
+
+    def between_rounds() -> None:  # the barrier's action: every caller is waiting
+        insert()
+        racing.release()  # and one more row, committed while the round's calls run
+
+    together = threading.Barrier(len(callers), action=between_rounds, timeout=60)
+
+    def race() -> None:
+        for _ in range(rounds):
+            if not racing.acquire(timeout=60):
+                return
+            insert()
+
+    def call(db: rnb.ReactiveDB) -> None:
+        count = define(db, Probe())
+        for _ in range(rounds):
+            together.wait()
+            before = committed[0]
+            shown = int(count()["n"].iloc[0])
+            if shown < before:
+                behind.append((before, shown))
+
+    threads = [threading.Thread(target=call, args=(db,), name=f"test-caller-{i}")
+               for i, db in enumerate(callers)]
+    threads.append(threading.Thread(target=race, name="test-writer"))
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in threads)
+        assert behind == []
+        stats = [db.stats()["functions"]["lease.count"] for db in callers]
+        assert sum(s["followed"] for s in stats) > 0, stats  # the follower path ran
+    finally:
+        for db in kernels:
+            db.close()
 
 # -- kernel processes --------------------------------------------------------------------
 
