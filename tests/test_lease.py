@@ -263,7 +263,7 @@ def waiting_probe(db: rnb.ReactiveDB) -> threading.Event:
     original = store.wait
     waiting = threading.Event()
 
-    def wait(*args: Any, **kwargs: Any) -> bool:
+    def wait(*args: Any, **kwargs: Any) -> Any:
         waiting.set()
         return original(*args, **kwargs)
 
