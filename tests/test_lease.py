@@ -321,6 +321,31 @@ def test_a_follower_serves_the_leaders_entry_without_running(
     assert reads == {"cache": 0, "counters": 0, "woken": 1}
 
 
+def test_a_stale_shared_entry_costs_one_read_of_the_counters_before_the_claim(
+        kernels: tuple[rnb.ReactiveDB, rnb.ReactiveDB]) -> None:
+    """The counters read for the hit check are the ones the claim is made for: a stale
+    entry found in a shared cache costs one read of the counters, not one to see it stale
+    and another to claim."""
+    a, _ = kernels
+    count = define(a, Probe())
+    count()
+    a.execute("INSERT INTO agent (id, organization_id, name) VALUES (60, 'acme', 'x')")
+    reads = {"snapshot": 0, "get": 0}
+    for name in reads:
+        original = getattr(a.versions, name)
+
+        def counted(*args: Any, name: str = name, original: Any = original) -> Any:
+            reads[name] += 1
+            return original(*args)
+
+        setattr(a.versions, name, counted)
+    assert int(count()["n"].iloc[0]) == 4  # stale: run again (led)
+    assert reads == {"snapshot": 1, "get": 0}
+    assert int(count()["n"].iloc[0]) == 4  # a hit: the same single read
+    assert reads == {"snapshot": 2, "get": 0}
+    assert count.stats.led == 2 and count.stats.hits == 1
+
+
 def test_a_failed_leader_run_writes_no_entry_and_a_follower_takes_over(
         kernels: tuple[rnb.ReactiveDB, rnb.ReactiveDB]) -> None:
     a, b = kernels

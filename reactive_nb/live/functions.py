@@ -191,23 +191,32 @@ class ReactiveFunction:
         owner = self._owner
         owner.check_tenant(tenant)
         usable = owner.health.ready()
+        leases = owner.leases
         if usable and self.cache_enabled and not force:
-            hit = self._cached(tenant, key)
-            if hit is not None:
-                return hit
-            leases = owner.leases
-            if leases is not None and not leases.closed:
-                shared = fetch_shared(self, leases, owner.health, tenant, inputs, key)
-                if shared is not None:
-                    return shared
+            if leases is None or leases.closed:
+                hit = self._cached(tenant, key)  # reads the counters the entry recorded
+                if hit is not None:
+                    return hit
+            else:  # shared: one read of the counters serves the hit check and the claim
+                before = self.read_versions(tenant)
+                if before is not None:
+                    hit = self._cached(tenant, key, before)
+                    if hit is not None:
+                        return hit
+                    shared = fetch_shared(self, leases, owner.health, tenant, inputs, key,
+                                          before)
+                    if shared is not None:
+                        return shared
         return self.run_and_store(tenant, inputs, key,
                                    self.read_versions(tenant) if usable else None)
 
-    def lookup(self, tenant: str, key: str) -> Fetched | None:
-        """The fresh entry, without counting a hit or a miss (the miss was counted)."""
+    def lookup(self, tenant: str, key: str, before: Snapshot | None = None) -> Fetched | None:
+        """The fresh entry, without counting a hit or a miss (the miss was counted).
+        ``before``: every counter of the tenant's scopes, read just before (then the entry
+        is checked against those, with no further read)."""
         owner = self._owner
         try:
-            entry = owner.cache.get(tenant, key, lambda v: self._fresh(tenant, v))
+            entry = owner.cache.get(tenant, key, lambda v: self._fresh(tenant, v, before))
         except owner.health.errors as exc:
             owner.health.failed(exc)
             return None
@@ -287,9 +296,10 @@ class ReactiveFunction:
     def _current(self, tenant: str, versions: Mapping[str, int]) -> bool:
         return is_current(self._owner.versions, tenant, self.watched, versions)
 
-    def _cached(self, tenant: str, key: str) -> Fetched | None:
+    def _cached(self, tenant: str, key: str,
+                before: Snapshot | None = None) -> Fetched | None:
         """The fresh entry, counted as a hit or a miss."""
-        found = self.lookup(tenant, key)
+        found = self.lookup(tenant, key, before)
         with self.stats.lock:
             if found is not None:
                 self.stats.hits += 1

@@ -38,22 +38,26 @@ class Shared(Protocol):
     @property
     def watched(self) -> frozenset[str]: ...
     def read_versions(self, tenant: str) -> Snapshot | None: ...
-    def lookup(self, tenant: str, key: str) -> Fetched | None: ...
+    def lookup(self, tenant: str, key: str,
+               before: Snapshot | None = None) -> Fetched | None: ...
     def accept(self, tenant: str, announced: Announcement) -> Fetched | None: ...
     def run_and_store(self, tenant: str, inputs: Mapping[str, Any], key: str,
                       before: Snapshot | None) -> Fetched: ...
 
 
 def fetch_shared(fn: Shared, leases: RedisLeases, health: StoreHealth, tenant: str,
-                 inputs: Mapping[str, Any], key: str) -> Fetched | None:
+                 inputs: Mapping[str, Any], key: str,
+                 first: Snapshot | None = None) -> Fetched | None:
     """A miss with a shared cache: lead the run of these versions, or follow its leader
-    (see the module). None: Redis failed meanwhile, the caller runs unshared."""
+    (see the module). ``first``: the counters the miss was found with (the first round
+    claims for those; later rounds read them again). None: Redis failed meanwhile, the
+    caller runs unshared."""
     from reactive_nb.stores.lease import FOLLOW_ROUNDS, MARGIN_MS
 
     rounds, seen, round_end, done_before = 0, b"", 0.0, ""
     read = scopes(tenant)
     while True:
-        before = fn.read_versions(tenant)
+        before, first = first or fn.read_versions(tenant), None
         if before is None:
             return None
         try:
