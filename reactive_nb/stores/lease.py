@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from reactive_nb.stores.bus.read import xread_streams
-from reactive_nb.stores.versions import EPOCH
+from reactive_nb.stores.versions import RUN_ID_LUA
 from reactive_nb.threads import Background
 
 if TYPE_CHECKING:
@@ -89,10 +89,10 @@ DONE = b"done"
 # Appends to ``out`` the server's run_id (the counters' epoch) and the counters of
 # KEYS[first..] as 'counters:<scope>' fields (HGETALL's flat list as JSON), the scope of
 # KEYS[i] being ARGV[i - first + first_arg].
-_COUNTERS_LUA = """
+_COUNTERS_LUA = f"""
 local function counters(out, first, first_arg)
   out[#out + 1] = 'run_id'
-  out[#out + 1] = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  out[#out + 1] = {RUN_ID_LUA} or ''
   for i = first, #KEYS do
     out[#out + 1] = 'counters:' .. ARGV[i - first + first_arg]
     out[#out + 1] = cjson.encode(redis.call('HGETALL', KEYS[i]))
@@ -382,15 +382,14 @@ class RedisLeases:
         ok = named.get("ok") in (b"1", "1")
         if not ok or "meta" not in named or "arrow" not in named or self._versions is None:
             return Announcement(ok)
-        epoch = self._versions.epoch_of(named.get("run_id") or None)
+        run_id = named.get("run_id") or None
         counters: dict[str, dict[str, int]] = {}
         for name, raw in named.items():
             if name.startswith("counters:"):
                 flat = json.loads(raw)
                 flat = flat if isinstance(flat, list) else []  # an empty hash encodes as {}
-                values = {str(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=False)}
-                values[EPOCH] = epoch
-                counters[name.removeprefix("counters:")] = values
+                counters[name.removeprefix("counters:")] = self._versions.counters_of(run_id,
+                                                                                      flat)
         return Announcement(True, {"meta": named["meta"], "arrow": named["arrow"]}, counters)
 
     # -- renewal ---------------------------------------------------------------------------

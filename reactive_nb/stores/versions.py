@@ -167,22 +167,26 @@ return out
 # The epoch is the server's run_id, read by the same script as the counters: one round
 # trip, and no window in which a restart could fall between the two. INFO is allowed in
 # scripts (it writes nothing); the run_id changes at every restart, restore and failover.
+#: A Lua expression: the server's run_id (the counters' epoch), or nil when it has none.
+#: Also read by the lease scripts that announce counters (``stores.lease``).
+RUN_ID_LUA = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')"
+
 # KEYS[1]: the tenant's versions hash; ARGV: table names (unique, may be none).
 # Returns {run_id or false, values in ARGV order}.
-_GET_LUA = """
-local values = {}
+_GET_LUA = f"""
+local values = {{}}
 if #ARGV > 0 then
   values = redis.call('HMGET', KEYS[1], unpack(ARGV))
 end
-local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or false
-return {run_id, values}
+local run_id = {RUN_ID_LUA} or false
+return {{run_id, values}}
 """
 
 # KEYS[1]: the tenant's versions hash. Returns {run_id or false, HGETALL's flat list}.
-_SNAPSHOT_LUA = """
+_SNAPSHOT_LUA = f"""
 local flat = redis.call('HGETALL', KEYS[1])
-local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or false
-return {run_id, flat}
+local run_id = {RUN_ID_LUA} or false
+return {{run_id, flat}}
 """
 
 
@@ -251,6 +255,11 @@ class RedisVersions:
         self._guard()
         result: Any = self._snapshot_script(keys=[self.redis_key(tenant)])
         run_id, flat = result
+        return self.counters_of(run_id, flat)
+
+    def counters_of(self, run_id: bytes | str | None, flat: list[Any]) -> dict[str, int]:
+        """A scope's counters from its hash read as a flat list (HGETALL's), with
+        :data:`EPOCH` from the ``run_id`` read in the same step."""
         counters = {_text(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
         counters[EPOCH] = self.epoch_of(run_id)
         return counters

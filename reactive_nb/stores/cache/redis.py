@@ -237,4 +237,3 @@ def _parse_meta(raw: object) -> dict[str, Any]:
     ):
         raise CorruptEntry(f"malformed meta {raw!r:.100}")
     return meta
-
