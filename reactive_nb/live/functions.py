@@ -191,22 +191,20 @@ class ReactiveFunction:
         owner = self._owner
         owner.check_tenant(tenant)
         usable = owner.health.ready()
-        leases = owner.leases
         if usable and self.cache_enabled and not force:
-            if leases is None or leases.closed:
-                hit = self._cached(tenant, key)  # reads the counters the entry recorded
+            # One read of the counters serves the hit check and, on a miss, the run (or
+            # the claim of it, with a shared cache).
+            before = self.read_versions(tenant)
+            if before is not None:
+                hit = self._cached(tenant, key, before)
                 if hit is not None:
                     return hit
-            else:  # shared: one read of the counters serves the hit check and the claim
-                before = self.read_versions(tenant)
-                if before is not None:
-                    hit = self._cached(tenant, key, before)
-                    if hit is not None:
-                        return hit
-                    shared = fetch_shared(self, leases, owner.health, tenant, inputs, key,
-                                          before)
-                    if shared is not None:
-                        return shared
+                leases = owner.leases
+                if leases is None or leases.closed:
+                    return self.run_and_store(tenant, inputs, key, before)
+                shared = fetch_shared(self, leases, owner.health, tenant, inputs, key, before)
+                if shared is not None:
+                    return shared
         return self.run_and_store(tenant, inputs, key,
                                    self.read_versions(tenant) if usable else None)
 
