@@ -69,7 +69,9 @@ class SqlAccess:
 
         Keywords are parameters (``db.read_sql("... = :org", org="acme")``), except
         pandas' own options (``parse_dates``, ``index_col``, ``dtype_backend``, ``dtype``,
-        ``columns``, ``coerce_float``), which go to ``pandas.read_sql``.
+        ``coerce_float``), which go to ``pandas.read_sql_query``; ``columns`` keeps those
+        columns of the result. ``read_sql_query``, not ``read_sql``: the latter first asks
+        the database's catalog whether the SQL text is a table name, a second query per read.
         """
         from sqlalchemy import text
 
@@ -77,10 +79,11 @@ class SqlAccess:
 
         pandas_module = pandas()
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in PANDAS_OPTIONS}
+        columns = options.pop("columns", None)
         statement = text(sql) if isinstance(sql, str) else sql
         with self._current_engine().connect() as conn:
             try:
-                frame: pd.DataFrame = pandas_module.read_sql(
+                frame: pd.DataFrame = pandas_module.read_sql_query(
                     statement, conn, params={**(params or {}), **kwargs}, **options)
             except pandas_module.errors.DatabaseError as exc:
                 # pandas wraps the driver's error in a message that repeats the whole SQL;
@@ -88,7 +91,7 @@ class SqlAccess:
                 if exc.__cause__ is not None:
                     raise exc.__cause__ from None
                 raise
-        return frame
+        return frame if columns is None else frame[list(columns)]
 
     def execute(self, sql: Any,
                 params: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,

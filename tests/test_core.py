@@ -516,6 +516,26 @@ def test_two_reactive_dbs_on_one_engine_unhook_cleanly(db_url: str) -> None:
     engine.dispose()
 
 
+def test_read_sql_sends_the_database_one_statement(db: rnb.ReactiveDB) -> None:
+    """pandas.read_sql first asks the catalog whether the SQL text names a table (on
+    PostgreSQL a pg_class query): every read, and every refresh, cost two statements."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        frame = db.read_sql("SELECT id, name FROM agent WHERE organization_id = :org "
+                            "ORDER BY id", org="acme", columns=["name"])
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert len(sent) == 1 and sent[0].startswith("SELECT id, name FROM agent"), sent
+    assert list(frame.columns) == ["name"] and len(frame) == 2
+
+
 def test_read_sql_passes_pandas_options_to_pandas(db: rnb.ReactiveDB) -> None:
     frame = db.read_sql("SELECT id, name FROM agent WHERE organization_id = :org ORDER BY id",
                         org="acme", index_col="id", dtype_backend="pyarrow")

@@ -147,7 +147,7 @@ class Resolver:
             empty: pd.DataFrame = pd.DataFrame({"tenant": pd.Series([], dtype=object)})
             return empty
         with as_tenant(DEFAULT_TENANT), self._engine.connect() as conn:
-            frame: pd.DataFrame = pd.read_sql(text(self.list_sql), conn)
+            frame: pd.DataFrame = pd.read_sql_query(text(self.list_sql), conn)
         return frame
 
     def known(self) -> dict[str, str | None]:
