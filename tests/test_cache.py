@@ -482,3 +482,94 @@ def test_validity_is_checked_before_the_frame_is_served(cache: Cache) -> None:
     with pytest.raises(Down):  # the caller's error, not a corrupt entry
         cache.get("acme", "k", unreachable)
     assert cache.get("acme", "k") is not None  # and the entry was not dropped
+
+
+# -- the codec's plain fast path -----------------------------------------------------------
+
+_PLAIN_COLUMNS = {  # dtype -> values for 3 rows
+    "int8": [1, -2, 3], "int64": [1, 2, 2**40], "uint16": [0, 7, 65535],
+    "float32": [1.5, np.nan, -0.0], "float64": [np.inf, np.nan, 2.0], "bool": [True, False, True],
+}
+_OTHER_COLUMNS = {  # what the fast path must leave to pandas' metadata
+    "Int64": pd.array([1, None, 3], dtype="Int64"),
+    "str": ["a", None, "c"],
+    "object": pd.Series(["x", None, "z"], dtype=object),
+    "datetime64[ns]": pd.to_datetime(["2024-01-01", None, "2024-01-03"]),
+    "category": pd.Categorical(["lo", "hi", "lo"]),
+}
+
+
+def _frames() -> Any:
+    """Frames of up to four columns of plain and other dtypes, with every index, column
+    label and attrs variant that a plain frame differs from by one field of metadata."""
+    from hypothesis import strategies as st
+
+    dtypes = st.lists(st.sampled_from([*_PLAIN_COLUMNS, *_OTHER_COLUMNS]), min_size=1,
+                      max_size=4)
+    labels = st.sampled_from(["names", "ints", "named", "object"])
+    index = st.sampled_from(["default", "start", "step", "named", "ints"])
+
+    @st.composite
+    def frame(draw: Any) -> pd.DataFrame:
+        kinds, label, where = draw(dtypes), draw(labels), draw(index)
+        data = {f"c{i}": (_PLAIN_COLUMNS[k] if k in _PLAIN_COLUMNS else _OTHER_COLUMNS[k])
+                for i, k in enumerate(kinds)}
+        df = pd.DataFrame({name: pd.Series(values, dtype=kind if kind in _PLAIN_COLUMNS
+                                           else None)
+                           for (name, values), kind in zip(data.items(), kinds, strict=True)})
+        if label == "ints":
+            df.columns = pd.Index(list(range(10, 10 + df.shape[1])))
+        elif label == "named":
+            df.columns.name = "field"
+        elif label == "object":
+            df.columns = pd.Index(list(df.columns), dtype=object)
+        df.index = {"default": pd.RangeIndex(3), "start": pd.RangeIndex(5, 8),
+                    "step": pd.RangeIndex(0, 6, 2), "named": pd.RangeIndex(3, name="row"),
+                    "ints": pd.Index([3, 1, 2])}[where]
+        if draw(st.booleans()):
+            df.attrs["source"] = "test"
+        return df
+
+    return frame()
+
+
+def test_every_frame_reads_back_identical_whichever_path_decodes_it() -> None:
+    """The plain path skips pandas' metadata, so any field of it that it fails to check
+    (index start or name, column label dtype or name, attrs) shows up as a difference."""
+    from hypothesis import HealthCheck, given, settings
+
+    from reactive_nb.stores.cache.arrow import from_arrow_bytes, to_arrow_bytes
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_frames())
+    def check(df: pd.DataFrame) -> None:
+        back = from_arrow_bytes(to_arrow_bytes(df))
+        pd.testing.assert_frame_equal(back, df, check_exact=True, check_index_type=True,
+                                      check_column_type=True)
+        assert back.attrs == df.attrs
+        back.columns.name = "renamed"  # the labels are the frame's own
+        assert from_arrow_bytes(to_arrow_bytes(df)).columns.name == df.columns.name
+
+    check()
+
+
+def test_a_plain_numeric_frame_takes_the_fast_path_and_its_near_misses_do_not() -> None:
+    import pyarrow as pa
+
+    from reactive_nb.stores.cache.arrow import plain
+
+    def is_plain(df: pd.DataFrame) -> bool:
+        table = pa.Table.from_pandas(df, preserve_index=None)
+        return plain(table, table.schema.pandas_metadata)
+
+    base = pd.DataFrame({k: pd.Series(v, dtype=k) for k, v in _PLAIN_COLUMNS.items()})
+    assert is_plain(base)
+    assert not is_plain(base.set_axis(pd.RangeIndex(1, 4)))
+    assert not is_plain(base.set_axis(pd.RangeIndex(3, name="row")))
+    assert not is_plain(base.set_axis(list(range(10, 10 + base.shape[1])), axis=1))
+    with_attrs = base.copy()
+    with_attrs.attrs["source"] = "x"
+    assert not is_plain(with_attrs)
+    for kind, values in _OTHER_COLUMNS.items():
+        assert not is_plain(base.assign(other=values)), kind

@@ -3,6 +3,7 @@ identical, or :class:`Unencodable` when there is none."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -160,8 +161,11 @@ def from_arrow_bytes(data: bytes) -> pd.DataFrame:
             raise CorruptEntry(f"column {field.name!r} is {field.type}")
     # Arrow's thread pool pays off for large frames only; a small one converts ~25% faster
     # without it (it is what a follower decodes on the way to its widget).
-    df: pd.DataFrame = table.to_pandas(use_threads=table.nbytes >= THREADED_DECODE_BYTES)
-    _restore_object_strings(table, df, skip=json_columns)
+    threads = table.nbytes >= THREADED_DECODE_BYTES
+    if not threads and not extra and plain(table, meta):
+        return _plain_frame(table)
+    df: pd.DataFrame = table.to_pandas(use_threads=threads)
+    _restore_object_strings(table, df, meta, skip=json_columns)
     for i in sorted(json_columns):
         decoded = [_DECODE(t) for t in df.iloc[:, i].tolist()]
         df.isetitem(i, pd.Series(decoded, index=df.index, dtype=object, copy=False))
@@ -171,9 +175,78 @@ def from_arrow_bytes(data: bytes) -> pd.DataFrame:
     return df
 
 
-def _restore_object_strings(table: pa.Table, df: pd.DataFrame,
+#: numpy dtypes that Arrow gives back as they were without pandas' metadata (the integer
+#: and boolean ones only when the column has no nulls; pandas would not have made them).
+_PLAIN_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                           "uint64", "float32", "float64", "bool"})
+
+
+def plain(table: pa.Table, meta: Mapping[str, Any]) -> bool:
+    """Whether ``table`` holds a frame that reads back identical without its pandas
+    metadata: default RangeIndex, no ``attrs``, column labels of the default dtype, each
+    a distinct name, over columns of plain numpy dtypes (a KPI or aggregate query)."""
+    columns = meta.get("columns")
+    if (not columns or len(columns) != table.num_columns or meta.get("attributes")
+            or meta.get("index_columns") != [{"kind": "range", "name": None, "start": 0,
+                                               "stop": table.num_rows, "step": 1}]
+            or meta.get("column_indexes") != [_default_labels()]):
+        return False
+    for col, name, array in zip(columns, table.column_names, table.columns, strict=True):
+        kind = col.get("numpy_type")
+        if (col.get("name") != name or col.get("field_name") != name
+                or col.get("pandas_type") != kind or kind not in _PLAIN_DTYPES
+                or col.get("metadata") is not None
+                or (array.null_count and not kind.startswith("float"))):
+            return False
+    return len(set(table.column_names)) == int(table.num_columns)
+
+
+def _plain_frame(table: pa.Table) -> pd.DataFrame:
+    """A :func:`plain` table as a frame, one block per column, its column labels copied
+    from a cached Index: ~5x faster than ``to_pandas`` on a small frame, where building
+    the labels' Index of strings is half the cost (pandas 3) and the metadata the rest."""
+    import importlib
+
+    import numpy as np
+    import pandas as pd
+
+    try:  # public since pandas 3 (no stubs yet)
+        internals: Any = importlib.import_module("pandas.api.internals")
+    except ImportError:  # pandas 2: without the metadata, still a third faster
+        frame: pd.DataFrame = table.to_pandas(use_threads=False, ignore_metadata=True)
+        return frame
+
+    blocks = [(np.array(column.to_numpy(), copy=True).reshape(1, -1), np.array([i]))
+              for i, column in enumerate(table.columns)]  # copies: writable, as to_pandas
+    labels = _labels(tuple(table.column_names)).copy()  # a user may rename a copy only
+    made: pd.DataFrame = internals.create_dataframe_from_blocks(
+        blocks, index=pd.RangeIndex(table.num_rows), columns=labels)
+    return made
+
+
+@functools.lru_cache(maxsize=1024)
+def _labels(names: tuple[str, ...]) -> pd.Index:
+    import pandas as pd
+
+    labels: pd.Index = pd.Index(names)
+    return labels
+
+
+@functools.cache
+def _default_labels() -> dict[str, Any]:
+    """The ``column_indexes`` entry pyarrow writes for a frame's default column labels."""
+    import pandas as pd
+    import pyarrow as pa
+
+    meta = pa.Table.from_pandas(pd.DataFrame({"a": [0]})).schema.pandas_metadata
+    labels: dict[str, Any] = meta["column_indexes"][0]
+    return labels
+
+
+def _restore_object_strings(table: pa.Table, df: pd.DataFrame, meta: Mapping[str, Any],
                             skip: Collection[int] = ()) -> None:
-    """Give back ``object`` dtype to string columns and index levels that had it.
+    """Give back ``object`` dtype to string columns, index levels and column labels that
+    had it.
 
     With pandas' default string dtype (pandas 3, or ``future.infer_string``), pyarrow
     turns every Arrow string column into ``str``, even when the pandas metadata says
@@ -183,7 +256,6 @@ def _restore_object_strings(table: pa.Table, df: pd.DataFrame,
     import numpy as np
     import pandas as pd
 
-    meta = table.schema.pandas_metadata or {}
     index_fields = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
 
     def was_object_str(col: Mapping[str, Any]) -> bool:
@@ -199,6 +271,11 @@ def _restore_object_strings(table: pa.Table, df: pd.DataFrame,
                 # A Series, not an array: pandas 3 would infer "str" again from an array.
                 df.isetitem(i, pd.Series(as_objects(col["field_name"]), index=df.index,
                                          dtype=object, copy=False))
+
+    labels = meta.get("column_indexes", [])
+    if (len(labels) == 1 == df.columns.nlevels and was_object_str(labels[0])
+            and df.columns.dtype != np.dtype(object)):
+        df.columns = df.columns.astype(object)
 
     by_field = {c.get("field_name"): c for c in meta.get("columns", [])}
     if len(index_fields) != df.index.nlevels or not any(
