@@ -68,7 +68,9 @@ class Scheduler:
         # while running a handler, touching Redis or setting traits (which may send
         # widget messages). Contention is low: one short section per change and per run.
         self._lock = threading.Lock()
-        self.wake = threading.Condition(self._lock)
+        self.wake = threading.Condition(self._lock)  # a worker: a group may be due
+        # wait_fresh(): a run finished or a group went; a run's end wakes no idle worker
+        self.settled = threading.Condition(self._lock)
         self._groups: dict[GroupKey, Group] = {}
         self._index: WatchIndex[Group] = WatchIndex()
         self._queue = RunQueue()
@@ -150,7 +152,7 @@ class Scheduler:
                 group.members = weakref.WeakSet()
                 group.df, group.error = None, error
                 self._drop_locked(group)
-            self.wake.notify_all()  # wait_fresh() of these returns (False) at once
+            self.settled.notify_all()  # wait_fresh() of these returns (False) at once
             update = Update(None, "error", error, cleared=True, seq=next(self._stamps))
         self._push(stopped, update)
         if stopped:
@@ -379,8 +381,8 @@ class Scheduler:
             group.state = IDLE
             if group.dirty:
                 group.dirty = False
-                self._mark_stale_locked(group)
-            self.wake.notify_all()
+                self._mark_stale_locked(group)  # wakes a worker
+            self.settled.notify_all()
 
     # -- waiting and state -----------------------------------------------------------------
 
@@ -394,7 +396,7 @@ class Scheduler:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self.wake.wait(left)
+                self.settled.wait(left)
 
     def state_of(self, group_key: GroupKey) -> dict[str, Any]:
         """The scheduling state of a group (for status displays and tests)."""
@@ -417,4 +419,5 @@ class Scheduler:
         with self._lock:
             self.closed = True
             self.wake.notify_all()
+            self.settled.notify_all()
 
