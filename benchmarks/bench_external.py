@@ -289,7 +289,7 @@ def run(settings: Settings) -> Iterator[Table]:
         "the `time.time()` the external writer (a subprocess with the plain driver, "
         "autocommit) stamped into that row just before its INSERT; three untimed warm-up "
         "writes come first. Net = raw minus the paced bare query time (median of "
-        "`pandas.read_sql` of the same query, one call per write interval, same run; the "
+        "`pandas.read_sql_query` of the same query, one call per write interval, same run; the "
         "hot-loop median is shown too).",
         "Polling baseline: a thread checking `SELECT MAX(id), COUNT(*)` every 1 s and "
         "re-running the query on change, during the same writes.",

@@ -96,7 +96,7 @@ def max_id(url: str) -> int:
 
 
 def bare_query_times(url: str, repeat: int, spacing: float = 0.0) -> list[float]:
-    """``pandas.read_sql`` of QUERY on a plain engine: what a refresh cannot avoid.
+    """``pandas.read_sql_query`` of QUERY on a plain engine: what a refresh cannot avoid.
 
     With ``spacing`` the calls are that many seconds apart, like the refreshes of lone
     writes: on this machine a query after ~100 ms of idle takes several times longer
@@ -110,8 +110,8 @@ def bare_query_times(url: str, repeat: int, spacing: float = 0.0) -> list[float]
     try:
         with engine.connect() as conn:
             if not spacing:
-                return time_calls(lambda: pd.read_sql(text(QUERY), conn), repeat, warmup=10)
-            return time_calls(lambda: pd.read_sql(text(QUERY), conn), repeat, warmup=2,
+                return time_calls(lambda: pd.read_sql_query(text(QUERY), conn), repeat, warmup=10)
+            return time_calls(lambda: pd.read_sql_query(text(QUERY), conn), repeat, warmup=2,
                               before=lambda: pace.wait(spacing))
     finally:
         engine.dispose()
@@ -438,7 +438,7 @@ def run(settings: Settings) -> Iterator[Table]:
         "Latency = `time.time()` when the `df` observer of the live query sees the row minus "
         "the `time.time()` the writer stamped into that row just before its INSERT, so it "
         "includes the write's own INSERT + COMMIT. Three untimed warm-up writes come first.",
-        "Net = raw minus the paced bare query time: the median of `pandas.read_sql` of the "
+        "Net = raw minus the paced bare query time: the median of `pandas.read_sql_query` of the "
         "same query on a plain engine, one call per write interval, in the same run. A lone "
         "query after ~100 ms of idle is several times slower than in a hot loop on this "
         "machine (the hot median is shown too; net against it would be larger by the "

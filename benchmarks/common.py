@@ -391,7 +391,7 @@ class PollingBaseline:
                     value = tuple(conn.execute(text(self.check_sql)).one())
                     if value != last:
                         last = value
-                        self.recorder.seen(pd.read_sql(text(self.query_sql), conn))
+                        self.recorder.seen(pd.read_sql_query(text(self.query_sql), conn))
                 next_tick += self.interval
                 self._stop.wait(max(0.0, next_tick - time.monotonic()))
         except Exception as exc:  # logged and reported in the table, never silent

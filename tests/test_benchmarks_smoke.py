@@ -24,7 +24,7 @@ def test_quick_core_benchmark_prints_its_tables(pg_url: str, redis_url: str) -> 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "Command: `python -m benchmarks --quick --only core`" in out
-    assert "| backend | rows | pandas.read_sql (baseline) | reactive miss |" in out
+    assert "| backend | rows | pandas.read_sql_query (baseline) | reactive miss |" in out
     for title in ("Core 1", "Core 2", "Core 3", "Core 4", "Core 5"):
         assert f"### {title} ·" in out, f"{title} missing:\n{out[-3000:]}"
     for backend in ("SQLite", "PostgreSQL"):
