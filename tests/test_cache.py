@@ -573,3 +573,24 @@ def test_a_plain_numeric_frame_takes_the_fast_path_and_its_near_misses_do_not() 
     assert not is_plain(with_attrs)
     for kind, values in _OTHER_COLUMNS.items():
         assert not is_plain(base.assign(other=values)), kind
+
+
+def test_a_plain_frame_decodes_identical_without_pandas_block_api(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pandas 2 has no ``pandas.api.internals.create_dataframe_from_blocks``: the plain
+    path falls back to ``to_pandas`` without the metadata, same frame."""
+    import importlib
+
+    from reactive_nb.stores.cache.arrow import from_arrow_bytes, to_arrow_bytes
+
+    real = importlib.import_module
+
+    def without_internals(name: str, package: str | None = None) -> Any:
+        if name == "pandas.api.internals":
+            raise ImportError(name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_internals)
+    df = pd.DataFrame({k: pd.Series(v, dtype=k) for k, v in _PLAIN_COLUMNS.items()})
+    pd.testing.assert_frame_equal(from_arrow_bytes(to_arrow_bytes(df)), df, check_exact=True,
+                                  check_column_type=True)

@@ -211,15 +211,16 @@ def _plain_frame(table: pa.Table) -> pd.DataFrame:
     import pandas as pd
 
     try:  # public since pandas 3 (no stubs yet)
-        internals: Any = importlib.import_module("pandas.api.internals")
-    except ImportError:  # pandas 2: without the metadata, still a third faster
+        from_blocks: Any = importlib.import_module(
+            "pandas.api.internals").create_dataframe_from_blocks
+    except (ImportError, AttributeError):  # pandas 2: no metadata, still a third faster
         frame: pd.DataFrame = table.to_pandas(use_threads=False, ignore_metadata=True)
         return frame
 
     blocks = [(np.array(column.to_numpy(), copy=True).reshape(1, -1), np.array([i]))
               for i, column in enumerate(table.columns)]  # copies: writable, as to_pandas
     labels = _labels(tuple(table.column_names)).copy()  # a user may rename a copy only
-    made: pd.DataFrame = internals.create_dataframe_from_blocks(
+    made: pd.DataFrame = from_blocks(
         blocks, index=pd.RangeIndex(table.num_rows), columns=labels)
     return made
 
