@@ -490,6 +490,13 @@ _PLAIN_COLUMNS = {  # dtype -> values for 3 rows
     "int8": [1, -2, 3], "int64": [1, 2, 2**40], "uint16": [0, 7, 65535],
     "float32": [1.5, np.nan, -0.0], "float64": [np.inf, np.nan, 2.0], "bool": [True, False, True],
 }
+
+
+def plain_numbers() -> pd.DataFrame:
+    """One column of each plain dtype over the default index: the fast path's frame."""
+    return pd.DataFrame({k: pd.Series(v, dtype=k) for k, v in _PLAIN_COLUMNS.items()})
+
+
 _OTHER_COLUMNS = {  # what the fast path must leave to pandas' metadata
     "Int64": pd.array([1, None, 3], dtype="Int64"),
     "str": ["a", None, "c"],
@@ -563,7 +570,7 @@ def test_a_plain_numeric_frame_takes_the_fast_path_and_its_near_misses_do_not() 
         table = pa.Table.from_pandas(df, preserve_index=None)
         return plain(table, table.schema.pandas_metadata)
 
-    base = pd.DataFrame({k: pd.Series(v, dtype=k) for k, v in _PLAIN_COLUMNS.items()})
+    base = plain_numbers()
     assert is_plain(base)
     assert not is_plain(base.set_axis(pd.RangeIndex(1, 4)))
     assert not is_plain(base.set_axis(pd.RangeIndex(3, name="row")))
@@ -591,6 +598,6 @@ def test_a_plain_frame_decodes_identical_without_pandas_block_api(
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", without_internals)
-    df = pd.DataFrame({k: pd.Series(v, dtype=k) for k, v in _PLAIN_COLUMNS.items()})
+    df = plain_numbers()
     pd.testing.assert_frame_equal(from_arrow_bytes(to_arrow_bytes(df)), df, check_exact=True,
                                   check_column_type=True)
